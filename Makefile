@@ -1,0 +1,44 @@
+# make demo | make test: each creates .venv/ and installs the pinned requirements when they are newer.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pytest options, e.g. make test PYTEST_ARGS="-k alexnet"
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo train test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned requirements
+
+demo: $(STAMP)  ## train the two-tower net on the built-in synthetic dataset (CPU, a few minutes)
+	$(BIN)/python src/train.py experiment=demo $(ARGS)
+
+train: $(STAMP)  ## python src/train.py with ARGS, e.g. make train ARGS="model=four_tower trainer.max_epochs=3"
+	$(BIN)/python src/train.py $(ARGS)
+
+test: $(STAMP)  ## lint, then the whole test suite
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff check and format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(STAMP)  ## ruff format and fix
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+clean:  ## remove outputs, caches and the venv (not data/)
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache $(VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,121 @@
+"""The LightningModule: cross-entropy training of an ``AlexNet`` with SGD and a plateau schedule (section 5).
+
+Section 5: "We trained our models using stochastic gradient descent with a batch size of 128 examples,
+momentum of 0.9, and weight decay of 0.0005 ... The learning rate was initialized at 0.01 ... divide the
+learning rate by 10 when the validation error rate stopped improving with the current learning rate."
+
+The optimiser and scheduler arrive as partials from Hydra (``conf/optimizer``, ``conf/scheduler``) and are
+bound to the parameters here. Weight decay applies to weights only, not biases, as in cuda-convnet, whose
+layer definitions give the decay ``wc`` to weights alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.models.alexnet import AlexNet
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class TowerClassifier(L.LightningModule):
+    """Trains ``net`` on (image, label) batches.
+
+    Logs ``{train,val,test}/{loss,acc}``, ``val/acc_best`` and ``lr``.
+
+    Args:
+        net: the network (its hyper-parameters live in the Hydra config, not in the checkpoint's hparams).
+        optimizer: a partial taking ``params`` (e.g. ``torch.optim.SGD`` with lr, momentum, weight_decay).
+        scheduler: a partial taking the optimizer, or ``None`` for a constant learning rate.
+        scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` watches.
+    """
+
+    def __init__(
+        self,
+        net: AlexNet,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_monitor: str = "val/acc",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        num_classes = net.num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        return F.cross_entropy(logits, labels), logits
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits = self._step(batch)
+        labels = batch[1]
+        self.train_loss(loss)
+        self.train_acc(logits, labels)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_start(self) -> None:
+        # Sanity-check batches must not count as the best validation accuracy.
+        self.val_loss.reset()
+        self.val_acc.reset()
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits = self._step(batch)
+        self.val_loss(loss)
+        self.val_acc(logits, batch[1])
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits = self._step(batch)
+        self.test_loss(loss)
+        self.test_acc(logits, batch[1])
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        weights = [p for n, p in self.net.named_parameters() if not n.endswith("bias")]
+        biases = [p for n, p in self.net.named_parameters() if n.endswith("bias")]
+        optimizer = self.hparams.optimizer(
+            params=[{"params": weights}, {"params": biases, "weight_decay": 0.0}]
+        )
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.scheduler_monitor,
+                "interval": "epoch",
+            },
+        }
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

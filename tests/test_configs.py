@@ -1,0 +1,86 @@
+"""Every config in conf/ composes, and every object it names instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+
+from src.models.alexnet import AlexNet
+from src.train import build_callbacks, build_loggers, build_module
+from tests.conftest import CONF, compose_train
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+GROUP_OPTIONS = [
+    (group, option)
+    for group in ("model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment")
+    for option in options(group)
+]
+
+
+def test_every_group_has_options() -> None:
+    assert {"one_tower", "two_tower", "three_tower", "four_tower"} <= set(options("model"))
+    assert {"synthetic", "catsdogs", "folders"} <= set(options("data"))
+    assert {"paper", "demo"} <= set(options("experiment"))
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_config_composes_and_instantiates(group: str, option: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [f"{group}={option}"]
+    if group == "data" and option == "folders":
+        overrides += ["data.root=/somewhere", "data.num_classes=10"]
+    cfg = compose_train(overrides, tmp_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert isinstance(datamodule, L.LightningDataModule)
+    module = build_module(cfg)
+    assert isinstance(module.net, AlexNet) and module.net.num_classes == cfg.data.num_classes
+    optimizers = module.configure_optimizers()
+    assert isinstance(optimizers["optimizer"], torch.optim.SGD)
+    callbacks = build_callbacks(cfg)
+    trainer_cfg = {k: v for k, v in cfg.trainer.items() if k not in ("accelerator", "devices")}
+    trainer = hydra.utils.instantiate(
+        trainer_cfg, accelerator="cpu", devices=1, callbacks=callbacks, logger=False
+    )
+    assert isinstance(trainer, L.Trainer)
+    loggers = build_loggers(cfg)
+    assert all(isinstance(lg, L.pytorch.loggers.Logger) for lg in loggers)
+
+
+def test_model_configs_have_the_documented_towers_and_widths(tmp_path: Path) -> None:
+    expected = {"one_tower": 1, "two_tower": 2, "three_tower": 3, "four_tower": 4}
+    for option, towers in expected.items():
+        net = hydra.utils.instantiate(compose_train([f"model={option}"], tmp_path).model)
+        assert net.towers == towers
+        assert len(net.tower_kernels("conv1")) == towers
+    three = hydra.utils.instantiate(compose_train(["model=three_tower"], tmp_path).model)
+    assert three.conv_widths == (96, 255, 384, 384, 255) and three.fc_width == 4095
+
+
+def test_sweepable_tower_override(tmp_path: Path) -> None:
+    net = hydra.utils.instantiate(compose_train(["model.towers=4"], tmp_path).model)
+    assert net.towers == 4 and net.layer("conv2").groups == 4
+
+
+def test_defaults_follow_the_paper(tmp_path: Path) -> None:
+    cfg = compose_train([], tmp_path)
+    assert cfg.model.towers == 2 and list(cfg.model.conv_widths) == [96, 256, 384, 384, 256]
+    assert cfg.data.batch_size == 128 and cfg.data.crop_size == 224 and cfg.data.image_size == 256
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 0.0005)
+    assert cfg.scheduler.scheduler.factor == 0.1 and cfg.scheduler.monitor == "val/acc"
+    paper = compose_train(["experiment=paper"], tmp_path)
+    assert paper.model.init == "paper" and paper.data.normalize == "mean" and paper.trainer.max_epochs == 90
+
+
+def test_weight_decay_spares_biases(tmp_path: Path) -> None:
+    module = build_module(compose_train([], tmp_path))
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert groups[0]["weight_decay"] == 0.0005 and groups[1]["weight_decay"] == 0.0
+    assert all(p.dim() > 1 for p in groups[0]["params"]) and all(p.dim() == 1 for p in groups[1]["params"])

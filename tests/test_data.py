@@ -1,0 +1,145 @@
+"""Finding files, decoding and cropping, the validation split, and the datamodule's batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from src.data.datamodule import ImageDataModule, split_by_source
+from src.data.images import centre_crop, load_square_rgb, random_crop_flip
+from src.data.layouts import find_labelled_images
+
+
+def write_image(
+    path: Path, size: tuple[int, int] = (300, 260), colour: tuple[int, int, int] = (200, 30, 30)
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_kaggle_layout_labels_from_file_names(tmp_path: Path) -> None:
+    for name in ("cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "Thumbs.db", "notes.txt", "dog.1.jpeg"):
+        if name.endswith(("jpg", "jpeg")):
+            write_image(tmp_path / name)
+        else:
+            (tmp_path / name).write_text("x")
+    files = find_labelled_images(tmp_path, "kaggle")
+    assert files.classes == ["cat", "dog"]
+    assert [p.name for p in files.paths] == ["cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpeg"]
+    assert files.labels == [0, 0, 1, 1]
+    assert find_labelled_images(tmp_path, "auto").paths == files.paths
+
+
+def test_class_folder_layout(tmp_path: Path) -> None:
+    for cls in ("zebra", "ant", "bee"):
+        for i in range(2):
+            write_image(tmp_path / cls / f"{i}.png")
+    files = find_labelled_images(tmp_path, "auto")
+    assert files.classes == ["ant", "bee", "zebra"]
+    assert files.labels == [0, 0, 1, 1, 2, 2]
+
+
+def test_missing_and_empty_folders_name_the_path_and_layout(tmp_path: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError, match=rf"{tmp_path / 'nowhere'} does not exist; expected .*cat\.0\.jpg"
+    ):
+        find_labelled_images(tmp_path / "nowhere", "kaggle")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=rf"no images found in {tmp_path / 'empty'} .*<class>/"):
+        find_labelled_images(tmp_path / "empty", "folders")
+    with pytest.raises(ValueError, match="data.layout='voc' is not known"):
+        find_labelled_images(tmp_path, "voc")
+
+
+def test_load_square_rgb_scales_short_side_and_centre_crops(tmp_path: Path) -> None:
+    # 512x256 image: left half red, right half blue. Short side 256 already; the centre 256 square keeps the
+    # middle: columns 128..383 of the original, so its left half is red and its right half is blue.
+    pixels = np.zeros((256, 512, 3), np.uint8)
+    pixels[:, :256] = (255, 0, 0)
+    pixels[:, 256:] = (0, 0, 255)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    square = load_square_rgb(tmp_path / "wide.png", 256)
+    assert square.shape == (256, 256, 3) and square.dtype == np.uint8
+    assert tuple(square[128, 10]) == (255, 0, 0) and tuple(square[128, 245]) == (0, 0, 255)
+    # Greyscale and small images are converted and scaled up.
+    Image.new("L", (100, 80), 77).save(tmp_path / "grey.jpg")
+    grey = load_square_rgb(tmp_path / "grey.jpg", 256)
+    assert grey.shape == (256, 256, 3) and abs(int(grey[5, 5, 0]) - 77) <= 2
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(OSError, match="cannot decode image .*broken.jpg"):
+        load_square_rgb(tmp_path / "broken.jpg")
+
+
+def test_crops_cover_the_image_and_flip() -> None:
+    image = torch.arange(3 * 8 * 8, dtype=torch.int32).reshape(3, 8, 8)
+    assert torch.equal(centre_crop(image, 4), image[:, 2:6, 2:6])
+    torch.manual_seed(0)
+    corners, flips = set(), 0
+    for _ in range(400):
+        patch = random_crop_flip(image, 4)
+        assert patch.shape == (3, 4, 4)
+        flipped = bool(patch[0, 0, 0] > patch[0, 0, -1])
+        flips += flipped
+        top_left = int((patch[0, 0, -1] if flipped else patch[0, 0, 0]).item())
+        corners.add(divmod(top_left, 8))
+    assert corners == {(r, c) for r in range(5) for c in range(5)}  # every offset 0..4 in both axes
+    assert 150 < flips < 250
+
+
+def test_split_by_source_is_seeded_per_class_and_disjoint() -> None:
+    labels = [0] * 60 + [1] * 40
+    train, val = split_by_source(labels, 0.25, seed=3)
+    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(100))
+    assert sum(labels[i] == 0 for i in val) == 15 and sum(labels[i] == 1 for i in val) == 10
+    assert split_by_source(labels, 0.25, seed=3) == (train, val)
+    assert split_by_source(labels, 0.25, seed=4)[1] != val
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_by_source(labels, 1.0, seed=0)
+
+
+def make_dataset(root: Path, per_class: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", 3)):
+        for cls in ("cat", "dog"):
+            for i in range(n):
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                write_image(root / split / f"{cls}.{i}.jpg", colour=colour)
+
+
+def test_datamodule_batches_are_uint8_then_normalised_on_the_device(tmp_path: Path) -> None:
+    make_dataset(tmp_path)
+    dm = ImageDataModule(
+        tmp_path, num_classes=2, layout="kaggle", val_fraction=0.2, batch_size=4, num_workers=0
+    )
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 16 and len(dm.datasets["val"]) == 4 and len(dm.datasets["test"]) == 6
+    assert set(dm.datasets["train"].paths).isdisjoint(dm.datasets["val"].paths)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 224, 224) and labels.shape == (4,)
+    x, _ = dm.on_after_batch_transfer((images, labels), 0)
+    expected = (images.float() - dm.pixel_mean) / dm.pixel_std
+    torch.testing.assert_close(x, expected)
+    # The statistics are those of the training images: uniform-colour images, so easy to check.
+    train_means = np.stack([load_square_rgb(p).reshape(-1, 3).mean(0) for p in dm.datasets["train"].paths])
+    np.testing.assert_allclose(dm.pixel_mean.flatten().numpy(), train_means.mean(0), rtol=1e-4)
+    # The statistics travel in checkpoints.
+    fresh = ImageDataModule(tmp_path, num_classes=2)
+    fresh.load_state_dict(dm.state_dict())
+    torch.testing.assert_close(fresh.pixel_mean, dm.pixel_mean)
+
+
+def test_datamodule_checks_the_number_of_classes(tmp_path: Path) -> None:
+    make_dataset(tmp_path)
+    dm = ImageDataModule(tmp_path, num_classes=3, layout="kaggle")
+    with pytest.raises(ValueError, match=r"has 2 classes \['cat', 'dog'\], but data.num_classes=3"):
+        dm.setup("fit")
+
+
+def test_datamodule_missing_root_names_the_path(tmp_path: Path) -> None:
+    dm = ImageDataModule(tmp_path / "absent", num_classes=2, layout="kaggle")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent" / "train")):
+        dm.setup("fit")
