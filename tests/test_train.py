@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.utils.wandb_offline import read_config, wait_until_finished
+
 TINY_DATA = [
     "data.generate.train_per_class=12",
     "data.generate.test_per_class=4",
@@ -15,6 +17,7 @@ TINY_DATA = [
     "data.batch_size=8",
     "data.num_workers=0",
     "trainer=cpu",
+    "trainer.log_every_n_steps=1",
     "callbacks.progress_bar=null",
     "+trainer.enable_progress_bar=false",
 ]
@@ -51,8 +54,9 @@ def test_one_epoch_writes_checkpoints_and_wandb_offline_files(tmp_path: Path, tr
     (wandb_run,) = (out / "wandb").glob("offline-run-*")
     assert list(wandb_run.glob("run-*.wandb")), "no W&B record log"
     assert "logging offline" in result.stdout and f"wandb sync {wandb_run}" in result.stdout
-    config = (wandb_run / "files" / "config.yaml").read_text()
-    assert "conv_widths" in config and "optimized_metric" in config  # the full resolved Hydra config
+    config = read_config(wait_until_finished(wandb_run))  # the full resolved Hydra config
+    assert config["model"]["conv_widths"] == [96, 256, 384, 384, 256]
+    assert config["optimized_metric"] == "val/acc_best" and config["data"]["root"].endswith("synthetic")
     assert (out / ".hydra" / "config.yaml").is_file()
 
 

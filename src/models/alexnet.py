@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,6 +91,7 @@ class AlexNet(nn.Module):
         self.towers = towers
         self.conv_widths = conv_widths
         self.fc_width = fc_width
+        self.dropout = dropout
         c1, c2, c3, c4, c5 = conv_widths
 
         def own(name: str) -> int:
@@ -133,6 +135,17 @@ class AlexNet(nn.Module):
         x = self.features(x)
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments: enough to rebuild this net from a checkpoint's weights."""
+        return {
+            "num_classes": self.num_classes,
+            "towers": self.towers,
+            "conv_widths": list(self.conv_widths),
+            "fc_width": self.fc_width,
+            "dropout": self.dropout,
+            "init": self.init,
+        }
 
     def layer(self, name: str) -> nn.Conv2d | nn.Linear:
         """The conv or fc layer called ``name`` (``conv1`` .. ``conv5``, ``fc6`` .. ``fc8``)."""

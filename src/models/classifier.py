@@ -12,17 +12,18 @@ layer definitions give the decay ``wc`` to weights alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.alexnet import AlexNet
 
+NET_CONFIG_KEY = "net_config"  # the checkpoint entry that rebuilds the network (see load_network)
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -98,6 +99,9 @@ class TowerClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[NET_CONFIG_KEY] = self.net.config()
+
     def configure_optimizers(self) -> dict[str, Any]:
         weights = [p for n, p in self.net.named_parameters() if not n.endswith("bias")]
         biases = [p for n, p in self.net.named_parameters() if n.endswith("bias")]
@@ -117,5 +121,17 @@ class TowerClassifier(L.LightningModule):
         }
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def load_network(checkpoint_path: str | Path) -> AlexNet:
+    """The trained ``AlexNet`` in a checkpoint written by ``src/train.py``, in eval mode, on the CPU.
+
+    The checkpoint also holds the optimiser's settings as Python objects, so it is unpickled in full: load
+    only checkpoints you trust.
+    """
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    if NET_CONFIG_KEY not in checkpoint:
+        raise ValueError(f"{checkpoint_path} has no '{NET_CONFIG_KEY}': it was not written by src/train.py")
+    net = AlexNet(**checkpoint[NET_CONFIG_KEY])
+    prefix = "net."
+    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    net.load_state_dict(weights)
+    return net.eval()

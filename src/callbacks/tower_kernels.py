@@ -1,0 +1,168 @@
+"""Figure 3, measured during training: each tower's conv1 kernels as pictures and as colour scores.
+
+Section 6.1 / figure 3 of the paper: "the kernels on GPU 1 are largely color-agnostic, while the kernels on
+GPU 2 are largely color-specific". At step 0 (before training) and after every validation epoch, on rank 0
+only, this callback logs
+
+    kernels/tower{t}                  image: tower t's kernels in a grid, each scaled to 0..255 (uint8)
+    kernels/figure3                   image: the towers in rows, separated, as the paper's figure 3
+    kernels/tower{t}/colour_mean      mean colour specificity of tower t's kernels (src/analysis/colour.py)
+    kernels/tower{t}/colour_fraction  share of tower t's kernels above the colour threshold
+    kernels/split                     2 * AUC - 1 of telling the most- from the least-colour tower by score:
+                                      0 when the towers are alike, 1 when they separate perfectly
+    kernels/auc, kernels/mean_gap     the AUC itself and the gap between the extreme tower means
+
+(with one tower, ``tower0``/``tower1`` are the two fixed halves of its kernels: the control). At the end
+of training it adds an animation of ``kernels/figure3`` across epochs, the final per-kernel scores as a
+table and a histogram of the scores per tower.
+
+Every picture is also written as a PNG under ``<run dir>/kernels/``: ``epoch_<k>_tower<t>.png`` and
+``epoch_<k>_figure3.png`` show the kernels after ``k`` epochs (``000``: at initialisation), then
+``animation.gif``, ``final_scores.csv`` and ``histogram.png``; so ``logger=csv`` runs have them too. The
+scalars go to every logger, at the step of the validation metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import wandb
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+
+from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_model_kernels
+from src.analysis.kernel_images import kernel_grid, save_png, towers_figure
+
+FIGURE_KEY = "kernels/figure3"
+ANIMATION_FRAME_MS = 500
+
+
+class TowerKernelMonitor(L.Callback):
+    """Logs the kernels of ``layer`` per tower (see the module docstring).
+
+    Args:
+        layer: the conv layer to show; conv1 is the one figure 3 shows (RGB kernels).
+        threshold: score above which a kernel counts as colour-specific.
+        scale: nearest-neighbour magnification of the pictures (11x11 kernels are small).
+    """
+
+    def __init__(self, layer: str = "conv1", threshold: float = COLOUR_THRESHOLD, scale: int = 4) -> None:
+        super().__init__()
+        self.layer = layer
+        self.threshold = threshold
+        self.scale = scale
+        self.last_stats: TowerColourStats | None = None
+
+    @staticmethod
+    def output_dir(trainer: L.Trainer) -> Path:
+        return Path(trainer.default_root_dir) / "kernels"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0 and trainer.is_global_zero:  # before training, not when resuming
+            stats = self.snapshot(trainer, pl_module, epochs_done=0)
+            for logger in trainer.loggers:
+                logger.log_metrics(stats.log_dict() | {"epoch": 0}, step=0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        stats = self.snapshot(trainer, pl_module, epochs_done=trainer.current_epoch + 1)
+        # Through Lightning, so the scores share a step (and a CSV row) with val/acc.
+        pl_module.log_dict(stats.log_dict(), rank_zero_only=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.last_stats is not None:
+            self.log_summary(trainer, self.last_stats)
+
+    def snapshot(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int
+    ) -> TowerColourStats:
+        """Scores of the kernels as they are now; their pictures to files and to W&B."""
+        kernels = [k.float().cpu() for k in pl_module.net.tower_kernels(self.layer)]
+        stats = stats_for_model_kernels(kernels, self.threshold)
+        self.last_stats = stats
+        images = {f"kernels/tower{t}": kernel_grid(k, scale=self.scale) for t, k in enumerate(kernels)}
+        images[FIGURE_KEY] = towers_figure(kernels, scale=self.scale)
+        out = self.output_dir(trainer)
+        for key, image in images.items():
+            save_png(image, out / f"epoch_{epochs_done:03d}_{key.split('/')[-1]}.png")
+        for logger in wandb_loggers(trainer):
+            for key, image in images.items():
+                logger.log_image(key=key, images=[image], step=trainer.global_step)
+        return stats
+
+    def log_summary(self, trainer: L.Trainer, stats: TowerColourStats) -> None:
+        """The animation across epochs, the final scores as a table, a histogram per tower."""
+        out = self.output_dir(trainer)
+        animation = write_animation(sorted(out.glob("epoch_*_figure3.png")), out / "animation.gif")
+        rows = [
+            [tower, index, float(score), bool(score > stats.threshold)]
+            for tower, scores in enumerate(stats.scores)
+            for index, score in enumerate(scores.tolist())
+        ]
+        columns = ["tower", "kernel", "colour_score", "colour_specific"]
+        write_csv(out / "final_scores.csv", columns, rows)
+        save_png(histogram_image(stats), out / "histogram.png")
+        for logger in wandb_loggers(trainer):
+            logger.log_table(key="kernels/final_scores", columns=columns, data=rows)
+            logged: dict[str, object] = {
+                f"kernels/tower{t}/scores": wandb.Histogram(scores.numpy())
+                for t, scores in enumerate(stats.scores)
+            }
+            if animation is not None:
+                logged["kernels/animation"] = wandb.Video(str(animation), format="gif")
+            logger.experiment.log(logged | {"trainer/global_step": trainer.global_step})
+
+
+def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def write_animation(frames: list[Path], path: Path) -> Path | None:
+    """An animated GIF of the PNG ``frames`` (all the same size), written atomically; None if no frames."""
+    if not frames:
+        return None
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".gif")
+    os.close(fd)
+    images[0].save(tmp, save_all=True, append_images=images[1:], duration=ANIMATION_FRAME_MS, loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def histogram_image(stats: TowerColourStats) -> np.ndarray:
+    """A uint8 RGB picture of each tower's score histogram (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)
+    bins = np.linspace(0.0, 1.0, 26)
+    names = "half" if stats.halves else "tower"
+    for t, scores in enumerate(stats.scores):
+        axis.hist(scores.numpy(), bins=bins, alpha=0.6, label=f"{names} {t} (mean {stats.means[t]:.2f})")
+    axis.axvline(stats.threshold, color="black", linestyle="--", linewidth=1, label="colour threshold")
+    axis.set_xlabel("colour specificity (0 grey, 1 opponent colour)")
+    axis.set_ylabel("kernels")
+    axis.set_title(f"conv1 kernels, split = {stats.split:.2f}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return image
