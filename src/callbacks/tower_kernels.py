@@ -33,10 +33,12 @@ import lightning as L
 import numpy as np
 import wandb
 from lightning.pytorch.loggers import WandbLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_model_kernels
 from src.analysis.kernel_images import kernel_grid, save_png, towers_figure
+from src.analysis.runs import score_histogram
 
 FIGURE_KEY = "kernels/figure3"
 ANIMATION_FRAME_MS = 500
@@ -145,24 +147,7 @@ def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
 
 
 def histogram_image(stats: TowerColourStats) -> np.ndarray:
-    """A uint8 RGB picture of each tower's score histogram (matplotlib, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)
-    bins = np.linspace(0.0, 1.0, 26)
-    names = "half" if stats.halves else "tower"
-    for t, scores in enumerate(stats.scores):
-        axis.hist(scores.numpy(), bins=bins, alpha=0.6, label=f"{names} {t} (mean {stats.means[t]:.2f})")
-    axis.axvline(stats.threshold, color="black", linestyle="--", linewidth=1, label="colour threshold")
-    axis.set_xlabel("colour specificity (0 grey, 1 opponent colour)")
-    axis.set_ylabel("kernels")
-    axis.set_title(f"conv1 kernels, split = {stats.split:.2f}")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
+    """The notebook's per-tower score histogram, rendered off-screen as a uint8 RGB picture."""
+    canvas = FigureCanvasAgg(score_histogram(stats))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -128,8 +128,13 @@ def load_network(checkpoint_path: str | Path) -> AlexNet:
     only checkpoints you trust.
     """
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    return network_from_checkpoint(checkpoint, checkpoint_path)
+
+
+def network_from_checkpoint(checkpoint: dict[str, Any], source: str | Path) -> AlexNet:
+    """The ``AlexNet`` of an already loaded checkpoint dict (``source`` names it in errors)."""
     if NET_CONFIG_KEY not in checkpoint:
-        raise ValueError(f"{checkpoint_path} has no '{NET_CONFIG_KEY}': it was not written by src/train.py")
+        raise ValueError(f"{source} has no '{NET_CONFIG_KEY}': it was not written by src/train.py")
     net = AlexNet(**checkpoint[NET_CONFIG_KEY])
     prefix = "net."
     weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
