@@ -42,3 +42,6 @@ format: $(STAMP)  ## ruff format and fix
 clean:  ## remove outputs, caches and the venv (not data/)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+bench: $(STAMP)  ## speed benchmarks: prints a table and writes docs/benchmarks.md (ARGS=--quick for a smoke test)
+	$(BIN)/python -m bench.run $(ARGS)

@@ -38,19 +38,26 @@ def run_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python src/train.py ARGS`` with outputs under ``tmp_path``; return the finished process."""
+def script_runner(script: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python src/<script> ARGS`` with outputs and data under ``tmp_path``; return the process."""
 
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        command = [
-            sys.executable,
-            str(ROOT / "src" / "train.py"),
-            f"paths.log_dir={tmp_path / 'outputs'}",
-            *args,
-        ]
+        paths = [f"paths.log_dir={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}"]
+        command = [sys.executable, str(ROOT / "src" / script), *paths, *args]
         return subprocess.run(
             command, cwd=tmp_path, env=run_env(tmp_path), capture_output=True, text=True, timeout=timeout
         )
 
     return run
+
+
+@pytest.fixture
+def train_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python src/train.py ARGS`` (see ``script_runner``)."""
+    return script_runner("train.py", tmp_path)
+
+
+@pytest.fixture
+def eval_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python src/eval.py ARGS`` (see ``script_runner``)."""
+    return script_runner("eval.py", tmp_path)

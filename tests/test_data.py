@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from src.data.datamodule import ImageDataModule, split_by_source
-from src.data.images import centre_crop, load_square_rgb, random_crop_flip
+from src.data.images import load_square_rgb
 from src.data.layouts import find_labelled_images
 
 
@@ -31,6 +32,7 @@ def test_kaggle_layout_labels_from_file_names(tmp_path: Path) -> None:
     assert files.classes == ["cat", "dog"]
     assert [p.name for p in files.paths] == ["cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpeg"]
     assert files.labels == [0, 0, 1, 1]
+    assert [p.name for p in files.ignored] == ["Thumbs.db", "notes.txt"]  # listed, not dropped silently
     assert find_labelled_images(tmp_path, "auto").paths == files.paths
 
 
@@ -38,9 +40,12 @@ def test_class_folder_layout(tmp_path: Path) -> None:
     for cls in ("zebra", "ant", "bee"):
         for i in range(2):
             write_image(tmp_path / cls / f"{i}.png")
+    (tmp_path / "bee" / "Thumbs.db").write_bytes(b"\0" * 10)  # a candidate: the decoder reports it
+    (tmp_path / "bee" / ".DS_Store").write_bytes(b"\0")  # hidden: not a candidate
     files = find_labelled_images(tmp_path, "auto")
     assert files.classes == ["ant", "bee", "zebra"]
-    assert files.labels == [0, 0, 1, 1, 2, 2]
+    assert files.labels == [0, 0, 1, 1, 1, 2, 2]
+    assert [p.name for p in files.paths][2:5] == ["0.png", "1.png", "Thumbs.db"]
 
 
 def test_missing_and_empty_folders_name_the_path_and_layout(tmp_path: Path) -> None:
@@ -74,22 +79,6 @@ def test_load_square_rgb_scales_short_side_and_centre_crops(tmp_path: Path) -> N
         load_square_rgb(tmp_path / "broken.jpg")
 
 
-def test_crops_cover_the_image_and_flip() -> None:
-    image = torch.arange(3 * 8 * 8, dtype=torch.int32).reshape(3, 8, 8)
-    assert torch.equal(centre_crop(image, 4), image[:, 2:6, 2:6])
-    torch.manual_seed(0)
-    corners, flips = set(), 0
-    for _ in range(400):
-        patch = random_crop_flip(image, 4)
-        assert patch.shape == (3, 4, 4)
-        flipped = bool(patch[0, 0, 0] > patch[0, 0, -1])
-        flips += flipped
-        top_left = int((patch[0, 0, -1] if flipped else patch[0, 0, 0]).item())
-        corners.add(divmod(top_left, 8))
-    assert corners == {(r, c) for r in range(5) for c in range(5)}  # every offset 0..4 in both axes
-    assert 150 < flips < 250
-
-
 def test_split_by_source_is_seeded_per_class_and_disjoint() -> None:
     labels = [0] * 60 + [1] * 40
     train, val = split_by_source(labels, 0.25, seed=3)
@@ -110,36 +99,85 @@ def make_dataset(root: Path, per_class: int = 10) -> None:
                 write_image(root / split / f"{cls}.{i}.jpg", colour=colour)
 
 
+def datamodule(root: Path, **overrides) -> ImageDataModule:
+    settings = dict(
+        root=root,
+        num_classes=2,
+        layout="kaggle",
+        val_fraction=0.2,
+        batch_size=4,
+        num_workers=0,
+        cache_workers=0,
+    )
+    return ImageDataModule(**(settings | overrides))
+
+
 def test_datamodule_batches_are_uint8_then_normalised_on_the_device(tmp_path: Path) -> None:
     make_dataset(tmp_path)
-    dm = ImageDataModule(
-        tmp_path, num_classes=2, layout="kaggle", val_fraction=0.2, batch_size=4, num_workers=0
-    )
+    dm = datamodule(tmp_path)
+    dm.prepare_data()
     dm.setup("fit")
+    assert "test" not in dm.datasets  # fitting needs no test split
+    dm.setup("test")
     assert len(dm.datasets["train"]) == 16 and len(dm.datasets["val"]) == 4 and len(dm.datasets["test"]) == 6
-    assert set(dm.datasets["train"].paths).isdisjoint(dm.datasets["val"].paths)
+    assert set(dm.datasets["train"].indices).isdisjoint(dm.datasets["val"].indices)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 224, 224) and labels.shape == (4,)
-    x, _ = dm.on_after_batch_transfer((images, labels), 0)
-    expected = (images.float() - dm.pixel_mean) / dm.pixel_std
-    torch.testing.assert_close(x, expected)
-    # The statistics are those of the training images: uniform-colour images, so easy to check.
-    train_means = np.stack([load_square_rgb(p).reshape(-1, 3).mean(0) for p in dm.datasets["train"].paths])
-    np.testing.assert_allclose(dm.pixel_mean.flatten().numpy(), train_means.mean(0), rtol=1e-4)
+    views, _ = next(iter(dm.val_dataloader()))  # ten-crop: all ten views of each image
+    assert views.dtype == torch.uint8 and views.shape == (4, 10, 3, 224, 224)
+    x, _ = dm.on_after_batch_transfer((images, labels), 0)  # no trainer: not training, no PCA lighting
+    torch.testing.assert_close(x, (images.float() - dm.pixel_mean) / dm.pixel_std)
+    # The statistics are those of the training split's pixels: uniform-colour images, so easy to check.
+    cache = dm.datasets["train"].cache
+    train_means = np.stack([cache.images[i].reshape(-1, 3).mean(0) for i in dm.datasets["train"].indices])
+    np.testing.assert_allclose(dm.pixel_mean.flatten().numpy(), train_means.mean(0), rtol=1e-5)
     # The statistics travel in checkpoints.
     fresh = ImageDataModule(tmp_path, num_classes=2)
     fresh.load_state_dict(dm.state_dict())
     torch.testing.assert_close(fresh.pixel_mean, dm.pixel_mean)
 
 
+def test_pca_lighting_only_while_training(tmp_path: Path) -> None:
+    make_dataset(tmp_path)
+    dm = datamodule(tmp_path, normalize="mean")
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+    plain = images.float() - dm.pixel_mean
+    dm.trainer = SimpleNamespace(training=False)
+    torch.testing.assert_close(dm.on_after_batch_transfer((images, labels), 0)[0], plain)
+    dm.trainer = SimpleNamespace(training=True)
+    lit = dm.on_after_batch_transfer((images, labels), 0)[0]
+    shift = lit - plain
+    assert shift.abs().max() > 0.01  # something was added ...
+    torch.testing.assert_close(shift, shift[:, :, :1, :1].expand_as(shift))  # ... one RGB shift per image
+    off = datamodule(tmp_path, normalize="mean", pca_std=0.0)
+    off.setup("fit")
+    off.trainer = SimpleNamespace(training=True)
+    torch.testing.assert_close(off.on_after_batch_transfer((images, labels), 0)[0], plain)
+
+
+def test_ten_training_views_make_ten_items_per_image(tmp_path: Path) -> None:
+    make_dataset(tmp_path)
+    dm = datamodule(tmp_path, train_views="ten", val_views="centre")
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 160
+    views, _ = next(iter(dm.val_dataloader()))
+    assert views.shape == (4, 3, 224, 224)
+
+
 def test_datamodule_checks_the_number_of_classes(tmp_path: Path) -> None:
     make_dataset(tmp_path)
-    dm = ImageDataModule(tmp_path, num_classes=3, layout="kaggle")
     with pytest.raises(ValueError, match=r"has 2 classes \['cat', 'dog'\], but data.num_classes=3"):
-        dm.setup("fit")
+        datamodule(tmp_path, num_classes=3).setup("fit")
 
 
 def test_datamodule_missing_root_names_the_path(tmp_path: Path) -> None:
-    dm = ImageDataModule(tmp_path / "absent", num_classes=2, layout="kaggle")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent" / "train")):
-        dm.setup("fit")
+        datamodule(tmp_path / "absent").setup("fit")
+
+
+def test_unknown_view_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.train_views='five' is not known"):
+        datamodule(tmp_path, train_views="five")
+    with pytest.raises(ValueError, match="data.test_views='all' is not known"):
+        datamodule(tmp_path, test_views="all")

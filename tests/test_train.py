@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from src.utils.wandb_offline import read_config, wait_until_finished
 
-TINY_DATA = [
-    "data.generate.train_per_class=12",
-    "data.generate.test_per_class=4",
+TINY_GENERATED = ["data.generate.train_per_class=12", "data.generate.test_per_class=4"]
+TINY_RUN = [
     "data.val_fraction=0.25",
     "data.batch_size=8",
     "data.num_workers=0",
+    "data.cache_workers=0",
     "trainer=cpu",
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar=null",
     "+trainer.enable_progress_bar=false",
 ]
+TINY_DATA = TINY_GENERATED + TINY_RUN
 
 
 def run_dir(tmp_path: Path) -> Path:
@@ -107,3 +110,46 @@ def test_towers_that_do_not_divide_the_widths_name_the_layer(tmp_path: Path, tra
     result = train_cli("model.towers=3", "logger=csv", f"data.root={tmp_path / 'synthetic'}", *TINY_DATA)
     assert result.returncode != 0
     assert "conv2 has 256 units, which 3 towers cannot share equally" in result.stderr
+
+
+def write_bad_file_dataset(root: Path) -> set[str]:
+    """Good images and every bad-file kind the data pipeline handles; returns the undecodable ones' names."""
+    for split, count in (("train", 10), ("test", 2)):
+        for cls, colour in (("cat", (200, 60, 40)), ("dog", (40, 80, 200))):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (300, 260), colour).save(root / split / cls / f"good{i}.jpg")
+    train = root / "train"
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), (1, 2, 3)).save(buffer, "JPEG")
+    (train / "cat" / "empty.jpg").write_bytes(b"")
+    (train / "cat" / "truncated.jpg").write_bytes(buffer.getvalue()[:200])
+    (train / "cat" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 500)
+    (train / "dog" / "notes.jpg").write_text("not an image")
+    Image.new("CMYK", (280, 260), (0, 100, 200, 0)).save(train / "dog" / "cmyk.jpg")
+    Image.new("L", (260, 300), 90).save(train / "dog" / "grey.png")
+    Image.new("P", (270, 270), 3).save(train / "cat" / "palette.png")
+    palette = Image.new("P", (270, 270), 3)
+    palette.info["transparency"] = 3
+    palette.save(train / "cat" / "palette_transparent.png")
+    Image.new("RGBA", (300, 280), (10, 200, 10, 128)).save(train / "dog" / "rgba.png")
+    Image.new("RGB", (100, 80), (120, 120, 0)).save(train / "cat" / "small.jpg")
+    Image.new("RGB", (9000, 6000), (30, 30, 30)).save(train / "dog" / "huge.jpg", quality=50)
+    return {"empty.jpg", "truncated.jpg", "Thumbs.db", "notes.jpg"}
+
+
+@pytest.mark.slow
+def test_bad_files_are_reported_and_training_goes_on(tmp_path: Path, train_cli) -> None:
+    undecodable = write_bad_file_dataset(tmp_path / "odd")
+    result = train_cli(
+        *TINY_RUN, "data=folders", f"data.root={tmp_path / 'odd'}", "data.num_classes=2",
+        "trainer.fast_dev_run=true", "logger=csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    train_folder = (tmp_path / "odd" / "train").as_posix()
+    reports = (tmp_path / "data" / "cache").glob("*/skipped.tsv")
+    train_report = next(p for p in reports if train_folder in p.read_text())
+    rows = [line.split("\t") for line in train_report.read_text().splitlines()[1:]]
+    assert {Path(path).name for path, _reason in rows} == undecodable
+    assert all(reason.strip() for _path, reason in rows)
+    assert "4 skipped" in result.stdout

@@ -1,13 +1,18 @@
-"""The LightningDataModule: image files on disk -> uint8 batches -> normalised float batches on the device.
+"""The LightningDataModule: image files -> offline cache -> uint8 views -> normalised float on the device.
 
-``<root>/train`` holds the labelled training images (layouts in ``layouts.py``); a validation set is split off
-by source image, seeded and per class, so no two views of one photograph land on both sides (the Dogs vs
-Cats reproduction split its already-augmented crops, which inflates validation accuracy: ../shared/PAPER.md).
-A labelled ``<root>/test`` in the same layout is the test set when present.
+``prepare_data`` (one process per node) decodes every image of ``<root>/train`` and ``<root>/test`` once into
+the offline cache (``cache.py``: short side 256, central 256x256, section 2). ``setup`` opens the caches and
+splits a validation set off ``train/`` by source image, seeded and per class, so no two views of one
+photograph land on both sides (the Dogs vs Cats reproduction split its already-augmented crops, which inflates
+validation accuracy: ../shared/PAPER.md). A labelled ``<root>/test`` is the test set when present.
 
-Batches travel as uint8 (a quarter of the bytes of float32) and are converted on the device the model runs
-on, in ``on_after_batch_transfer``: float, minus the mean training pixel (section 2), optionally divided by
-the pixel standard deviation.
+Views (``views.py``, section 4.1): training uses ``random`` 224 patches and flips (the paper) or the ``ten``
+fixed views (the Dogs vs Cats reproduction: ten items per image per epoch); validation and test average the
+softmax over the ten views (``ten``) or use the ``centre`` patch.
+
+Batches travel as uint8 (a quarter of the bytes of float32) and become floats on the device the model runs
+on, in ``on_after_batch_transfer``: PCA lighting for training batches (``lighting.py``), minus the mean
+training pixel (section 2), optionally divided by the pixel standard deviation.
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from src.data.images import CROP_SIZE, IMAGE_SIZE, ImageFileDataset, load_square_rgb
-from src.data.layouts import LabelledFiles, find_labelled_images
+from src.data.cache import ImageCache, build_cache
+from src.data.layouts import find_labelled_images
+from src.data.lighting import PCA_STD, PCALighting
 from src.data.synthetic import generate_dataset
+from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
 
 NORMALIZATIONS = ("mean", "mean_std")
-PIXEL_STATS_SAMPLE = 500  # training images read to estimate the mean pixel (seeded sample)
 
 
-def split_by_source(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_by_source(
+    labels: list[int] | np.ndarray, val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
     """Indices of (train, val): ``val_fraction`` of each class's source images, chosen with ``seed``."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
@@ -44,23 +52,6 @@ def split_by_source(labels: list[int], val_fraction: float, seed: int) -> tuple[
     return sorted(train), sorted(val)
 
 
-def pixel_statistics(
-    paths: list[Path], image_size: int, sample: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of the 0..255 RGB values of a seeded sample of images."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
-    total, total_sq, count = np.zeros(3), np.zeros(3), 0
-    for i in sorted(chosen):
-        pixels = load_square_rgb(paths[i], image_size).reshape(-1, 3).astype(np.float64)
-        total += pixels.sum(0)
-        total_sq += (pixels**2).sum(0)
-        count += len(pixels)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
 class ImageDataModule(L.LightningDataModule):
     """Train/val/test loaders over ``root`` (see the module docstring).
 
@@ -68,14 +59,19 @@ class ImageDataModule(L.LightningDataModule):
         root: dataset folder holding ``train/`` (and optionally ``test/``).
         num_classes: classes the model predicts; must match the classes found on disk.
         layout: ``kaggle``, ``folders`` or ``auto`` (``layouts.py``).
+        cache_dir: where the offline caches live (one folder per fingerprint of the source files).
         val_fraction: share of each class's training images held out for validation.
         batch_size: images per batch per device.
         num_workers: loader processes; ``None`` picks ``min(8, cpus - 1)``.
-        image_size: side of the stored square image (section 2: 256).
+        image_size: side of the cached square image (section 2: 256).
         crop_size: side of the patches the network sees (section 4.1: 224).
+        train_views: ``random`` (section 4.1) or ``ten`` (the ten fixed views, ten items per image).
+        val_views, test_views: ``ten`` (average over ten views, section 4.1) or ``centre``.
+        pca_std: standard deviation of the PCA lighting coefficients (section 4.1: 0.1); 0 turns it off.
         normalize: ``mean`` (section 2: subtract the mean pixel, keep the 0..255 scale) or ``mean_std``
             (also divide by the pixel standard deviation, for ``model.init=kaiming``).
-        split_seed: seed of the validation split and of the pixel-statistics sample.
+        split_seed: seed of the validation split.
+        cache_workers: processes decoding images into the cache (``None``: one per CPU).
         generate: when given, ``prepare_data`` writes the built-in synthetic dataset to ``root`` with these
             arguments of ``src.data.synthetic.generate_dataset``.
     """
@@ -85,82 +81,117 @@ class ImageDataModule(L.LightningDataModule):
         root: str | Path,
         num_classes: int,
         layout: str = "auto",
+        cache_dir: str | Path | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 128,
         num_workers: int | None = None,
-        image_size: int = IMAGE_SIZE,
-        crop_size: int = CROP_SIZE,
+        image_size: int = 256,
+        crop_size: int = 224,
+        train_views: str = "random",
+        val_views: str = "ten",
+        test_views: str = "ten",
+        pca_std: float = PCA_STD,
         normalize: str = "mean_std",
         split_seed: int = 0,
+        cache_workers: int | None = None,
         generate: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize={normalize!r} is not known; choose one of {NORMALIZATIONS}")
+        if train_views not in TRAIN_VIEWS:
+            raise ValueError(f"data.train_views={train_views!r} is not known; choose one of {TRAIN_VIEWS}")
+        for key, value in (("val_views", val_views), ("test_views", test_views)):
+            if value not in EVAL_VIEWS:
+                raise ValueError(f"data.{key}={value!r} is not known; choose one of {EVAL_VIEWS}")
         self.root = Path(root)
         self.num_classes = num_classes
         self.layout = layout
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root.parent / "cache"
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = min(8, (os.cpu_count() or 2) - 1) if num_workers is None else num_workers
         self.image_size = image_size
         self.crop_size = crop_size
+        self.train_views = train_views
+        self.eval_views = {"val": val_views, "test": test_views}
+        self.pca_std = pca_std
         self.normalize = normalize
         self.split_seed = split_seed
+        self.cache_workers = cache_workers
         self.generate = dict(generate) if generate else None
         self.classes: list[str] = []
-        self.datasets: dict[str, ImageFileDataset] = {}
+        self.datasets: dict[str, CachedViews] = {}
+        self.lighting: PCALighting | None = None
         self.register_pixel_stats(np.zeros(3, np.float32), np.ones(3, np.float32))
 
     def register_pixel_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.pixel_mean = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.pixel_std = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
-    def prepare_data(self) -> None:
-        if self.generate is not None:
-            generate_dataset(self.root, **self.generate)
+    @property
+    def has_test_split(self) -> bool:
+        return (self.root / "test").is_dir()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        train_files = find_labelled_images(self.root / "train", self.layout)
-        self._check_classes(train_files, self.root / "train")
-        self.classes = train_files.classes
-        train_idx, val_idx = split_by_source(train_files.labels, self.val_fraction, self.split_seed)
-        if not train_idx:
-            raise ValueError(f"{self.root / 'train'} holds too few images to keep any for training")
-
-        def subset(indices: list[int], train: bool) -> ImageFileDataset:
-            return ImageFileDataset(
-                [train_files.paths[i] for i in indices],
-                [train_files.labels[i] for i in indices],
-                train=train,
-                image_size=self.image_size,
-                crop_size=self.crop_size,
-            )
-
-        self.datasets["train"] = subset(train_idx, train=True)
-        self.datasets["val"] = subset(val_idx, train=False)
-        test_dir = self.root / "test"
-        if test_dir.is_dir():
-            test_files = find_labelled_images(test_dir, self.layout)
-            self._check_classes(test_files, test_dir)
-            self.datasets["test"] = ImageFileDataset(
-                test_files.paths, test_files.labels, False, self.image_size, self.crop_size
-            )
-        mean, std = pixel_statistics(
-            self.datasets["train"].paths, self.image_size, PIXEL_STATS_SAMPLE, self.split_seed
-        )
-        self.register_pixel_stats(mean, std)
-
-    def _check_classes(self, files: LabelledFiles, folder: Path) -> None:
-        if self.classes and files.classes != self.classes:
-            raise ValueError(f"{folder} has classes {files.classes}, but train/ has {self.classes}")
+    def _cache(self, split: str, progress: bool = True) -> ImageCache:
+        """The offline cache of ``<root>/<split>``: built on first use, then reused (``cache.py``)."""
+        folder = self.root / split
+        files = find_labelled_images(folder, self.layout)
+        if files.ignored:
+            names = ", ".join(p.name for p in files.ignored[:5])
+            print(f"{folder}: ignored {len(files.ignored)} files outside the {self.layout} layout ({names})")
         if len(files.classes) != self.num_classes:
             raise ValueError(
                 f"{folder} has {len(files.classes)} classes {files.classes}, "
                 f"but data.num_classes={self.num_classes}"
             )
+        return build_cache(
+            files, self.cache_dir, self.image_size, workers=self.cache_workers, progress=progress
+        )
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set if asked, and build the caches (Lightning: one process per node)."""
+        if self.generate is not None:
+            generate_dataset(self.root, **self.generate)
+        for split in ("train", "test"):
+            if (self.root / split).is_dir() or split == "train":
+                self._cache(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the caches the stage needs: train and val for fitting, test for testing.
+
+        A test-only setup (``src/eval.py``) reads no ``train/``: the pixel statistics then come from the
+        checkpoint (``load_state_dict``).
+        """
+        if stage in (None, "fit", "validate") and "train" not in self.datasets:
+            self._setup_train_and_val()
+        if stage in (None, "test") and "test" not in self.datasets and self.has_test_split:
+            test_cache = self._cache("test", progress=False)
+            if self.classes and test_cache.classes != self.classes:
+                raise ValueError(
+                    f"{self.root / 'test'} has classes {test_cache.classes}, train/ has {self.classes}"
+                )
+            all_test = np.arange(len(test_cache))
+            self.datasets["test"] = CachedViews(test_cache, all_test, self._eval_mode("test"), self.crop_size)
+
+    def _setup_train_and_val(self) -> None:
+        train_cache = self._cache("train", progress=False)
+        self.classes = train_cache.classes
+        train_idx, val_idx = split_by_source(train_cache.labels, self.val_fraction, self.split_seed)
+        if not train_idx:
+            raise ValueError(f"{self.root / 'train'} holds too few images to keep any for training")
+        self.datasets["train"] = CachedViews(
+            train_cache, np.array(train_idx), self.train_views, self.crop_size
+        )
+        self.datasets["val"] = CachedViews(
+            train_cache, np.array(val_idx), self._eval_mode("val"), self.crop_size
+        )
+        statistics = train_cache.rgb_statistics(np.array(train_idx))  # section 4.1: over the training split
+        self.register_pixel_stats(statistics.mean, statistics.std)
+        self.lighting = PCALighting(statistics, self.pca_std)
+
+    def _eval_mode(self, split: str) -> str:
+        return "ten_crop" if self.eval_views[split] == "ten" else "centre"
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
@@ -172,7 +203,6 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -183,10 +213,6 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    @property
-    def has_test_split(self) -> bool:
-        return (self.root / "test").is_dir()
 
     def state_dict(self) -> dict[str, Any]:
         """The pixel statistics travel in checkpoints, so evaluation normalises as training did."""
@@ -199,10 +225,13 @@ class ImageDataModule(L.LightningDataModule):
         self.register_pixel_stats(np.asarray(state_dict["pixel_mean"]), np.asarray(state_dict["pixel_std"]))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 images -> float, mean subtracted (and scaled), on the device the model runs on."""
+        """uint8 -> float on the model's device: PCA lighting (training only), mean subtraction, scaling."""
         images, labels = batch
-        mean = self.pixel_mean.to(images.device)
-        x = images.float() - mean
+        x = images.float()
+        trainer = self.trainer
+        if self.lighting is not None and trainer is not None and trainer.training:
+            x = self.lighting.to(x.device)(x)
+        x = x - self.pixel_mean.to(x.device)
         if self.normalize == "mean_std":
-            x = x / self.pixel_std.to(images.device)
+            x = x / self.pixel_std.to(x.device)
         return x, labels

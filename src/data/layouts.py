@@ -6,6 +6,11 @@
 ``folders``: one sub-folder per class, ``<folder>/<class>/*.jpg``, as ImageNet, Imagenette or PetImages.
 
 ``auto`` picks ``folders`` when the folder has sub-folders holding images, else ``kaggle``.
+
+Every visible file of a class folder is a candidate, whatever its name: whether it is an image is for the
+decoder to say (``src/data/cache.py`` skips and reports what it cannot decode, ``Thumbs.db`` included), so
+no file is dropped silently. In the Kaggle layout a file whose name carries no label is listed in
+``ignored``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class LabelledFiles:
     paths: list[Path]
     labels: list[int]
     classes: list[str]
+    ignored: tuple[Path, ...] = ()  # files present but not part of the layout (no label in the name)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,6 +44,10 @@ class LabelledFiles:
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
 
 
 def _expected(layout: str) -> str:
@@ -66,17 +76,21 @@ def find_labelled_images(folder: str | Path, layout: str = "auto") -> LabelledFi
         layout = "folders" if has_class_dirs else "kaggle"
 
     named: list[tuple[Path, str]] = []
+    ignored: list[Path] = []
     if layout == "folders":
-        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            named += [(f, class_dir.name) for f in sorted(class_dir.iterdir()) if _is_image(f)]
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            named += [(f, class_dir.name) for f in _visible_files(class_dir)]
+        ignored = _visible_files(folder)
     else:
-        for f in sorted(folder.iterdir()):
+        for f in _visible_files(folder):
             match = _KAGGLE_NAME.match(f.name)
-            if match and _is_image(f):
+            if match:
                 named.append((f, match["label"].lower()))
+            else:
+                ignored.append(f)
 
-    if not named:
+    if not any(_is_image(p) for p, _ in named):
         raise ValueError(f"no images found in {folder} (layout {layout}); expected {_expected(layout)}")
     classes = sorted({name for _, name in named})
     index = {name: i for i, name in enumerate(classes)}
-    return LabelledFiles([p for p, _ in named], [index[n] for _, n in named], classes)
+    return LabelledFiles([p for p, _ in named], [index[n] for _, n in named], classes, tuple(ignored))

@@ -149,11 +149,7 @@ class AlexNet(nn.Module):
 
     def layer(self, name: str) -> nn.Conv2d | nn.Linear:
         """The conv or fc layer called ``name`` (``conv1`` .. ``conv5``, ``fc6`` .. ``fc8``)."""
-        if name in CONV_NAMES:
-            return getattr(self.features, name)
-        if name in FC_NAMES:
-            return getattr(self.classifier, name)
-        raise KeyError(f"no layer {name!r}; layers are {', '.join(CONV_NAMES + FC_NAMES)}")
+        return named_layer(self, name)
 
     def tower_kernels(self, name: str = "conv1") -> list[torch.Tensor]:
         """Each tower's slice of a layer's weights, detached: ``towers`` tensors split on output channels.
@@ -180,6 +176,15 @@ class AlexNet(nn.Module):
             else:
                 nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
+
+
+def named_layer(net: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
+    """Layer ``name`` of a net laid out as ``features.conv1..conv5`` and ``classifier.fc6..fc8``."""
+    if name in CONV_NAMES:
+        return getattr(net.features, name)
+    if name in FC_NAMES:
+        return getattr(net.classifier, name)
+    raise KeyError(f"no layer {name!r}; layers are {', '.join(CONV_NAMES + FC_NAMES)}")
 
 
 def _check_widths(towers: int, conv_widths: tuple[int, ...], fc_width: int, num_classes: int) -> None:

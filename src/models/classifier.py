@@ -35,7 +35,8 @@ class TowerClassifier(L.LightningModule):
 
     Args:
         net: the network (its hyper-parameters live in the Hydra config, not in the checkpoint's hparams).
-        optimizer: a partial taking ``params`` (e.g. ``torch.optim.SGD`` with lr, momentum, weight_decay).
+        optimizer: a partial taking ``params`` (e.g. ``torch.optim.SGD`` with lr, momentum, weight_decay);
+            ``None`` for a module that only evaluates.
         scheduler: a partial taking the optimizer, or ``None`` for a constant learning rate.
         scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` watches.
     """
@@ -43,7 +44,7 @@ class TowerClassifier(L.LightningModule):
     def __init__(
         self,
         net: AlexNet,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_monitor: str = "val/acc",
     ) -> None:
@@ -61,9 +62,19 @@ class TowerClassifier(L.LightningModule):
         return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, scores) of a batch of (B, 3, H, W) images, or of (B, V, 3, H, W) views of each image.
+
+        With several views the prediction is the mean of the views' softmax outputs (section 4.1: "averaging
+        the predictions made by the network's softmax layer on the ten patches"), and the loss is the negative
+        log of that averaged probability for the true class.
+        """
         images, labels = batch
-        logits = self(images)
-        return F.cross_entropy(logits, labels), logits
+        if images.dim() == 4:
+            logits = self(images)
+            return F.cross_entropy(logits, labels), logits
+        batch_size, views = images.shape[:2]
+        probabilities = F.softmax(self(images.flatten(0, 1)), dim=-1).view(batch_size, views, -1).mean(1)
+        return F.nll_loss(probabilities.clamp_min(1e-12).log(), labels), probabilities
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits = self._step(batch)
@@ -103,6 +114,10 @@ class TowerClassifier(L.LightningModule):
         checkpoint[NET_CONFIG_KEY] = self.net.config()
 
     def configure_optimizers(self) -> dict[str, Any]:
+        if self.hparams.optimizer is None:
+            raise ValueError(
+                "this TowerClassifier was built without an optimizer: it can evaluate, not train"
+            )
         weights = [p for n, p in self.net.named_parameters() if not n.endswith("bias")]
         biases = [p for n, p in self.net.named_parameters() if n.endswith("bias")]
         optimizer = self.hparams.optimizer(

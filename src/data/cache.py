@@ -1,0 +1,660 @@
+"""The offline cache: every source image decoded once into a memory-mappable uint8 array.
+
+Section 2 of the paper: "we down-sampled the images to a fixed resolution of 256 x 256. Given a rectangular
+image, we first rescaled the image such that the shorter side was of length 256, and then cropped out the
+central 256x256 patch". That is the only decode the pipeline needs: the 224x224 views of section 4.1 (random
+patches and reflections for training, the ten patches for testing) are index arithmetic on the square, cut
+at run time (``views.py``). The Dogs vs Cats reproduction we follow precomputed its crops offline; we cache
+the squares, not the crops, so that the views stay random.
+
+Section 4.1 also needs "the set of RGB pixel values throughout the ImageNet training set": the mean that is
+subtracted and the 3x3 covariance whose eigenvectors drive PCA lighting. The training split is a subset of
+the cached folder chosen later (``split_by_source``), so the cache keeps, per image, the sum of its pixels
+and the sum of their outer products; the statistics of any subset are then exact and cost nothing
+(``ImageCache.rgb_statistics``).
+
+A cache folder ``<cache_root>/<fingerprint>/`` holds::
+
+    meta.json            version, image_size, fingerprint, classes, count, files, paths, labels,
+                         skipped ([path, reason] pairs), build (seconds, workers, ...: not part of the data)
+    images.u8            raw uint8 in C order, shape (count, S, S, 3): image i is bytes [i*S*S*3, (i+1)*S*S*3)
+    labels.npy           int64 (count,)
+    pixel_sums.npy       float64 (count, 3): per image, the sum of its R, G, B values
+    pixel_products.npy   float64 (count, 3, 3): per image, the sum over its pixels of x x^T
+    skipped.tsv          one line per file that could not be decoded: path<TAB>reason, after a header line
+
+Only decodable images are stored, in source order. Beside the folder, ``<fingerprint>.lock`` is the build
+lock, and ``<fingerprint>.partial/`` the folder of a build in progress (or of one that was killed, which
+the next build resumes):
+
+    build.json           what is being built (version, fingerprint, number of files, image_size)
+    images.u8            one slot per source file, preallocated; workers write their chunk's slots
+    chunks/<start>.npz   one record per finished chunk: start, stop, ok, sums, products, reasons
+    compacted.txt        journal of the final compaction (the undecodable slots squeezed out in place)
+
+then the files of the final folder, ``meta.json`` last, and the folder is renamed to its final name: a
+cache is complete if and only if ``<cache_root>/<fingerprint>/meta.json`` exists.
+
+Concurrency: only one process per node should build (the datamodule builds from Lightning's
+``prepare_data``, which runs on one process per node; the other ranks open the finished cache in
+``setup``). Two processes building the same cache at once still do not corrupt it: the build holds an
+exclusive ``fcntl.flock`` on ``<fingerprint>.lock`` and re-checks for a finished cache once it has it.
+(flock over NFS depends on the server; give each node its own ``cache_root`` if in doubt.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.data.images import IMAGE_SIZE, load_square_rgb
+from src.data.layouts import LabelledFiles
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock (one builder per machine, as documented)
+    fcntl = None  # type: ignore[assignment]
+
+CACHE_VERSION = 1  # part of the fingerprint: bump it whenever the stored pixels would change
+
+IMAGES_FILE = "images.u8"
+META_FILE = "meta.json"
+REPORT_FILE = "skipped.tsv"
+BUILD_FILE = "build.json"
+CHUNKS_DIR = "chunks"
+JOURNAL_FILE = "compacted.txt"
+COMPACT_BLOCK = 256  # images moved per read/write during compaction (at most; see _compact)
+
+
+def fingerprint(files: LabelledFiles, image_size: int) -> str:
+    """16 hex characters of the SHA-256 of everything the cached pixels and labels depend on.
+
+    That is ``CACHE_VERSION``, ``image_size``, the class list and, for every file in order, its path (as
+    given), label, size in bytes and modification time (ns). Changing any of them gives a new cache.
+    """
+    digest = hashlib.sha256()
+    header = {"version": CACHE_VERSION, "image_size": int(image_size), "classes": list(files.classes)}
+    digest.update(json.dumps(header, sort_keys=True).encode() + b"\n")
+    for path, label in zip(files.paths, files.labels, strict=True):
+        stat = os.stat(path)
+        digest.update(f"{os.fspath(path)}\t{int(label)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class RGBStatistics:
+    """Mean and 3x3 covariance of a set of RGB pixel values, in 0..255 pixel units (float64).
+
+    Section 4.1: the mean is "the mean activity over the training set" subtracted from each pixel; PCA
+    lighting adds ``eigenvectors @ (alpha * eigenvalues)`` to every pixel of an image, with the eigenvectors
+    and eigenvalues of ``covariance``.
+    """
+
+    mean: np.ndarray  # (3,)
+    covariance: np.ndarray  # (3, 3)
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """(3,) eigenvalues of the covariance, largest first."""
+        return self._eigh()[0]
+
+    @property
+    def eigenvectors(self) -> np.ndarray:
+        """(3, 3) unit eigenvectors, eigenvector i in column i (the order of ``eigenvalues``).
+
+        The sign of each is fixed so that its largest-magnitude component is positive (the first such
+        component on a tie), so the same covariance always gives the same matrix.
+        """
+        return self._eigh()[1]
+
+    @property
+    def std(self) -> np.ndarray:
+        """(3,) standard deviation of each channel, ``sqrt(diag(covariance))``."""
+        return np.sqrt(np.diag(np.asarray(self.covariance, dtype=np.float64)))
+
+    def _eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        values, vectors = np.linalg.eigh(np.asarray(self.covariance, dtype=np.float64))
+        values, vectors = values[::-1].copy(), vectors[:, ::-1].copy()
+        for i in range(vectors.shape[1]):
+            if vectors[np.argmax(np.abs(vectors[:, i])), i] < 0:
+                vectors[:, i] = -vectors[:, i]
+        return values, vectors
+
+
+class ImageCache:
+    """A complete cache folder, opened (see ``open_cache``).
+
+    ``images`` is a read-only ``np.memmap`` of shape (N, S, S, 3), uint8, opened on first access. It is not
+    pickled (nor are the per-image pixel sums): a DataLoader worker that receives a pickled cache maps the
+    file itself on first use, which costs nothing.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder).absolute()
+        meta_path = folder / META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a complete image cache (it has no {META_FILE}); build it with build_cache"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") != CACHE_VERSION:
+            raise ValueError(
+                f"{folder} is an image cache of version {meta.get('version')}, this code reads version "
+                f"{CACHE_VERSION}; build it again"
+            )
+        self.folder = folder
+        self.fingerprint: str = meta["fingerprint"]
+        self.image_size: int = int(meta["image_size"])
+        self.classes: list[str] = list(meta["classes"])
+        self.paths: list[str] = list(meta["paths"])
+        self.skipped: list[tuple[str, str]] = [(str(p), str(r)) for p, r in meta["skipped"]]
+        self.labels: np.ndarray = np.load(folder / "labels.npy")
+        self.labels.flags.writeable = False
+        count = int(meta["count"])
+        expected = count * self.image_size * self.image_size * 3
+        size = (folder / IMAGES_FILE).stat().st_size if (folder / IMAGES_FILE).exists() else -1
+        if len(self.paths) != count or len(self.labels) != count or size != expected:
+            raise ValueError(
+                f"{folder} is a damaged image cache ({IMAGES_FILE} holds {size} bytes, {expected} expected "
+                f"for {count} images); delete it and build it again"
+            )
+        self._images: np.ndarray | None = None
+        self._pixel_sums: np.ndarray | None = None
+        self._pixel_products: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"ImageCache({str(self.folder)!r}, {len(self)} images of {self.image_size}x{self.image_size})"
+
+    @property
+    def images(self) -> np.ndarray:
+        """(N, S, S, 3) uint8, read-only, memory-mapped on first access (in each process)."""
+        if self._images is None:
+            shape = (len(self), self.image_size, self.image_size, 3)
+            if len(self) == 0:  # an empty file cannot be mapped
+                empty = np.zeros(shape, np.uint8)
+                empty.flags.writeable = False
+                self._images = empty
+            else:
+                self._images = np.memmap(self.folder / IMAGES_FILE, dtype=np.uint8, mode="r", shape=shape)
+        return self._images
+
+    @property
+    def pixel_sums(self) -> np.ndarray:
+        """(N, 3) float64: per image, the sum of its R, G and B values over its S*S pixels (exact)."""
+        if self._pixel_sums is None:
+            self._pixel_sums = _load_readonly(self.folder / "pixel_sums.npy")
+        return self._pixel_sums
+
+    @property
+    def pixel_products(self) -> np.ndarray:
+        """(N, 3, 3) float64: per image, the sum over its pixels x (RGB) of x x^T (exact integers)."""
+        if self._pixel_products is None:
+            self._pixel_products = _load_readonly(self.folder / "pixel_products.npy")
+        return self._pixel_products
+
+    def rgb_statistics(self, indices: np.ndarray | Sequence[int] | None = None) -> RGBStatistics:
+        """Mean and covariance of all pixels of the images ``indices`` (all images if ``None``).
+
+        Section 4.1's "3x3 covariance of RGB pixel values over the training split (all pixels)", and the mean
+        activity that is subtracted: pass the training split's indices. Computed exactly from the per-image
+        sums (integer arithmetic, then one rounding to float64), so no pixel is read.
+        """
+        sums, products = self.pixel_sums, self.pixel_products
+        if indices is not None:
+            sums, products = sums[np.asarray(indices)], products[np.asarray(indices)]
+        if len(sums) == 0:
+            raise ValueError(f"no images selected from the cache {self.folder}: no pixel statistics")
+        pixels = len(sums) * self.image_size * self.image_size
+        total = [int(v) for v in sums.astype(np.int64).sum(axis=0)]
+        outer = products.astype(np.int64).sum(axis=0)
+        mean = np.array([v / pixels for v in total])
+        covariance = np.array(
+            [
+                [(pixels * int(outer[i, j]) - total[i] * total[j]) / pixels**2 for j in range(3)]
+                for i in range(3)
+            ]
+        )
+        return RGBStatistics(mean=mean, covariance=covariance)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_images"] = state["_pixel_sums"] = state["_pixel_products"] = None
+        return state
+
+
+def open_cache(folder: str | Path) -> ImageCache:
+    """Open the complete cache in ``folder``; an error names the folder if it is not one."""
+    return ImageCache(folder)
+
+
+def build_cache(
+    files: LabelledFiles,
+    cache_root: str | Path,
+    image_size: int = IMAGE_SIZE,
+    *,
+    workers: int | None = None,
+    chunk_size: int = 128,
+    progress: bool = True,
+) -> ImageCache:
+    """The cache of ``files`` at ``cache_root/<fingerprint>``: opened if it is complete, else built.
+
+    Reusing decodes nothing. A build decodes each file once (``load_square_rgb``: section 2's short side
+    ``image_size`` and central square) in chunks of ``chunk_size`` files, on ``workers`` processes
+    (``None``: one per CPU; 0 or 1: in this process). Each finished chunk is recorded, so a build that is
+    killed resumes where it stopped. Files that cannot be decoded (empty, truncated, not an image, too large)
+    are skipped and listed in ``skipped.tsv``; they never stop a build.
+
+    Only one process per node should call this for a given folder (Lightning's ``prepare_data``); a second
+    one waits on the lock and then opens the finished cache.
+
+    Raises:
+        ValueError: ``files`` is empty, or none of its files could be decoded (the message names the folder
+            and the report).
+    """
+    if len(files) == 0:
+        raise ValueError("no files to cache")
+    if image_size < 1 or chunk_size < 1:
+        raise ValueError(f"image_size ({image_size}) and chunk_size ({chunk_size}) must be positive")
+    root = Path(cache_root)
+    folder = _common_folder(files.paths)
+    key = fingerprint(files, image_size)
+    final = root / key
+    if not (final / META_FILE).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root / f"{key}.lock", final):
+            if not (final / META_FILE).is_file():
+                _build(files, root, key, image_size, workers, chunk_size, progress, folder)
+                return _checked(open_cache(final), folder)
+    cache = _checked(open_cache(final), folder)
+    print(f"using cache {final} ({len(cache)} images)")
+    return cache
+
+
+def _checked(cache: ImageCache, folder: Path) -> ImageCache:
+    if len(cache) == 0:
+        raise ValueError(
+            f"none of the {len(cache.skipped)} files of {folder} could be decoded: see "
+            f"{cache.folder / REPORT_FILE} for the reasons"
+        )
+    return cache
+
+
+def _common_folder(paths: Sequence[str | Path]) -> Path:
+    parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    return Path(os.path.commonpath(sorted(parents)))
+
+
+@contextmanager
+def _locked(lock_path: Path, final: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path`` (one builder per cache at a time)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building {final} ...", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------------------------- the build
+
+
+def _build(
+    files: LabelledFiles,
+    root: Path,
+    key: str,
+    image_size: int,
+    workers: int | None,
+    chunk_size: int,
+    progress: bool,
+    folder: Path,
+) -> None:
+    """Build (or resume) ``root/<key>.partial`` and rename it to ``root/<key>``."""
+    start_time = time.perf_counter()
+    partial, final = root / f"{key}.partial", root / key
+    paths = [os.fspath(p) for p in files.paths]
+    n = len(paths)
+    slot = image_size * image_size * 3
+    workers = (os.cpu_count() or 1) if workers is None else max(0, int(workers))
+    _prepare_partial(
+        partial, {"version": CACHE_VERSION, "fingerprint": key, "files": n, "image_size": image_size}
+    )
+
+    decoded = 0
+    if not (partial / META_FILE).is_file():
+        if not (partial / JOURNAL_FILE).is_file():  # decoding is not finished
+            decoded = _decode_pending(partial, paths, image_size, workers, chunk_size, progress, folder)
+        ok, sums, products, reasons = _gather(partial, n)
+        _compact(partial / IMAGES_FILE, ok, slot, partial / JOURNAL_FILE)
+        labels = np.asarray(files.labels, dtype=np.int64)
+        skipped = [(paths[i], str(reasons[i])) for i in np.flatnonzero(~ok)]
+        np.save(partial / "labels.npy", labels[ok])
+        np.save(partial / "pixel_sums.npy", sums[ok])
+        np.save(partial / "pixel_products.npy", products[ok])
+        _write_report(partial / REPORT_FILE, skipped)
+        meta = {
+            "version": CACHE_VERSION,
+            "fingerprint": key,
+            "image_size": image_size,
+            "classes": list(files.classes),
+            "count": int(ok.sum()),
+            "files": n,
+            "source": str(folder),
+            "paths": [paths[i] for i in np.flatnonzero(ok)],
+            "labels": labels[ok].tolist(),
+            "skipped": [list(item) for item in skipped],
+            "build": {
+                "seconds": round(time.perf_counter() - start_time, 3),
+                "decoded_files": decoded,
+                "resumed_files": n - decoded,
+                "workers": workers,
+                "chunk_size": chunk_size,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        }
+        _write_atomic(partial / META_FILE, json.dumps(meta, indent=1).encode())
+    meta = json.loads((partial / META_FILE).read_text())
+    shutil.rmtree(partial / CHUNKS_DIR, ignore_errors=True)
+    for name in (BUILD_FILE, JOURNAL_FILE):
+        (partial / name).unlink(missing_ok=True)
+    for leftover in partial.glob(".*.tmp"):  # from a build killed mid-write
+        leftover.unlink()
+    if final.exists():  # an incomplete leftover (no meta.json): we hold the lock, so nobody is using it
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+    seconds = time.perf_counter() - start_time
+    line = f"cached {meta['count']} images of {folder} in {seconds:.1f} s"
+    notes = []
+    if meta["skipped"]:
+        notes.append(f"{len(meta['skipped'])} skipped: see {final / REPORT_FILE}")
+    if decoded < n:
+        notes.append(f"resumed: {n - decoded} of {n} files were decoded by an earlier, interrupted build")
+    print(line + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
+
+
+def _prepare_partial(partial: Path, build: dict[str, Any]) -> None:
+    """Keep a resumable ``partial`` folder of this very build, or start a fresh one."""
+    if partial.exists():
+        if _read_json(partial / META_FILE).get("fingerprint") == build["fingerprint"]:
+            return  # finished, killed before the rename
+        images = partial / IMAGES_FILE
+        sized = images.is_file() and images.stat().st_size == build["files"] * build["image_size"] ** 2 * 3
+        if _read_json(partial / BUILD_FILE) == build and ((partial / JOURNAL_FILE).is_file() or sized):
+            return
+        shutil.rmtree(partial)
+    partial.mkdir()
+    (partial / CHUNKS_DIR).mkdir()
+    with open(partial / IMAGES_FILE, "wb") as handle:
+        handle.truncate(build["files"] * build["image_size"] ** 2 * 3)  # sparse until written
+    _write_atomic(partial / BUILD_FILE, json.dumps(build).encode())  # last: the folder is now usable
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_records(partial: Path) -> list[dict[str, np.ndarray]]:
+    records = []
+    for path in sorted((partial / CHUNKS_DIR).glob("*.npz")):
+        try:
+            with np.load(path) as data:
+                records.append({name: data[name] for name in data.files})
+        except (OSError, ValueError, KeyError):  # cannot happen (written atomically); redo that chunk
+            path.unlink()
+    return records
+
+
+def _pending_chunks(n: int, records: list[dict[str, np.ndarray]], chunk_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of the chunks still to decode: the files no record covers, in runs of chunk_size."""
+    covered = np.zeros(n, dtype=bool)
+    for record in records:
+        covered[int(record["start"]) : int(record["stop"])] = True
+    chunks = []
+    index = 0
+    while index < n:
+        if covered[index]:
+            index += 1
+            continue
+        stop = index
+        while stop < n and stop - index < chunk_size and not covered[stop]:
+            stop += 1
+        chunks.append((index, stop))
+        index = stop
+    return chunks
+
+
+def _decode_pending(
+    partial: Path,
+    paths: list[str],
+    image_size: int,
+    workers: int,
+    chunk_size: int,
+    progress: bool,
+    folder: Path,
+) -> int:
+    """Decode every chunk not recorded yet; return how many files were decoded."""
+    n = len(paths)
+    records = _load_records(partial)
+    chunks = _pending_chunks(n, records, chunk_size)
+    todo = sum(stop - start for start, stop in chunks)
+    workers = min(workers, len(chunks))
+    if workers > 1:  # at least 4 chunks per worker, so that no worker waits long for the last one
+        chunks = _pending_chunks(n, records, max(1, min(chunk_size, math.ceil(todo / (4 * workers)))))
+    images = str(partial / IMAGES_FILE)
+
+    def record(start: int, stop: int, result: tuple[np.ndarray, ...]) -> None:
+        ok, sums, products, reasons = result
+        buffer = _npz_bytes(start=start, stop=stop, ok=ok, sums=sums, products=products, reasons=reasons)
+        _write_atomic(partial / CHUNKS_DIR / f"{start:010d}.npz", buffer)
+
+    pool, running = None, {}  # future -> (start, stop)
+    if workers > 1:
+        # The platform's default start method (fork on Linux before Python 3.14). With fork, the pool starts
+        # all its processes on the first submit: before the progress bar's refresh thread exists.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context())
+        running = {
+            pool.submit(_decode_chunk, images, image_size, start, paths[start:stop]): (start, stop)
+            for start, stop in chunks
+        }
+    try:
+        with _progress_bar(progress, f"caching {folder}", n, n - todo) as advance:
+            if pool is None:
+                for start, stop in chunks:
+                    record(start, stop, _decode_chunk(images, image_size, start, paths[start:stop]))
+                    advance(stop - start)
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    start, stop = running.pop(future)
+                    record(start, stop, future.result())
+                    advance(stop - start)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
+    return todo
+
+
+def _decode_chunk(
+    images_path: str, image_size: int, start: int, paths: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode ``paths`` into slots ``start...`` of the images file; per file: ok, sums, products, reason.
+
+    Runs in a worker process (or in the builder's, with workers <= 1). Pixel sums and products are sums of
+    integers below 2**53, so the float64 matrix product computes them exactly, whatever its order.
+    """
+    count = len(paths)
+    ok = np.zeros(count, dtype=bool)
+    sums = np.zeros((count, 3), dtype=np.float64)
+    products = np.zeros((count, 3, 3), dtype=np.float64)
+    reasons = np.full(count, "", dtype=object)
+    shape = (count, image_size, image_size, 3)
+    slots = np.memmap(images_path, dtype=np.uint8, mode="r+", offset=start * image_size**2 * 3, shape=shape)
+    pixels = np.ones((image_size * image_size, 4), dtype=np.float64)  # RGB and a column of ones
+    for i, path in enumerate(paths):
+        try:
+            with warnings.catch_warnings():  # EXIF, palette-transparency... notes: the pixels decode fine
+                warnings.simplefilter("ignore")
+                image = load_square_rgb(path, image_size)
+            if image.shape != shape[1:] or image.dtype != np.uint8:
+                raise ValueError(f"decoded to {image.dtype} {image.shape}, not uint8 {shape[1:]}")
+        except Exception as error:  # a bad file never stops the build: it is reported
+            reasons[i] = _reason(error, path)
+            slots[i] = 0
+            continue
+        slots[i] = image
+        pixels[:, :3] = image.reshape(-1, 3)
+        gram = pixels.T @ pixels
+        ok[i], sums[i], products[i] = True, gram[:3, 3], gram[:3, :3]
+    slots.flush()
+    del slots
+    return ok, sums, products, reasons.astype(str)
+
+
+def _reason(error: Exception, path: str) -> str:
+    reason = getattr(error, "reason", None)
+    if not isinstance(reason, str) or not reason:
+        text = str(error).removeprefix(f"cannot decode image {path}: ")
+        reason = text if isinstance(error, OSError) and text else f"{type(error).__name__}: {error}"
+    return " ".join(reason.split()) or type(error).__name__  # one line, no tabs
+
+
+def _gather(partial: Path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The chunk records joined in file order; they must cover every file exactly once."""
+    records = sorted(_load_records(partial), key=lambda r: int(r["start"]))
+    starts = [int(r["start"]) for r in records]
+    stops = [int(r["stop"]) for r in records]
+    if not records or starts[0] != 0 or stops[-1] != n or starts[1:] != stops[:-1]:
+        raise RuntimeError(f"the chunk records of {partial} do not cover its {n} files; delete the folder")
+    ok = np.concatenate([r["ok"] for r in records]).astype(bool)
+    sums = np.concatenate([r["sums"] for r in records]).astype(np.float64)
+    products = np.concatenate([r["products"] for r in records]).astype(np.float64)
+    reasons = np.concatenate([r["reasons"] for r in records]).astype(str)
+    return ok, sums, products, reasons
+
+
+def _compact(images_path: Path, ok: np.ndarray, slot: int, journal: Path) -> None:
+    """Squeeze the undecodable slots out of the images file, in place, keeping source order.
+
+    Image ``k`` of the result is slot ``ok_index[k] >= k``, so images only move towards the start. The
+    journal holds ``k``: every image before it is in place. Each copy moves at most ``shift = ok_index[k] -
+    k`` images, so it writes only below ``ok_index[k]``: a build killed mid-copy finds every slot from
+    ``ok_index[k]`` on untouched and redoes the copy. No second copy of the file is needed on disk.
+    """
+    ok_index = np.flatnonzero(ok)
+    kept = len(ok_index)
+    if journal.is_file():
+        k = int(journal.read_text())
+    else:  # the images before the first undecodable file are in place already
+        moved = np.flatnonzero(ok_index != np.arange(kept))
+        k = int(moved[0]) if len(moved) else kept
+        _write_journal(journal, k)
+    with open(images_path, "r+b") as handle:
+        descriptor = handle.fileno()
+        while k < kept:
+            source = int(ok_index[k])
+            limit = min(source - k, COMPACT_BLOCK)
+            count = 1
+            while count < limit and k + count < kept and ok_index[k + count] == source + count:
+                count += 1
+            data = os.pread(descriptor, count * slot, source * slot)
+            if len(data) != count * slot:
+                raise RuntimeError(
+                    f"{images_path} is shorter than its records say; delete {images_path.parent}"
+                )
+            written = 0
+            while written < len(data):
+                written += os.pwrite(descriptor, memoryview(data)[written:], k * slot + written)
+            k += count
+            _write_journal(journal, k)
+        handle.truncate(kept * slot)
+
+
+def _write_journal(journal: Path, k: int) -> None:
+    _write_atomic(journal, str(k).encode())
+
+
+def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
+    lines = ["path\treason"] + [f"{_one_field(p)}\t{_one_field(r)}" for p, r in skipped]
+    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def _one_field(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers (and a resumed build) see all of it or nothing."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def _npz_bytes(**arrays: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    return buffer.getvalue()
+
+
+def _load_readonly(path: Path) -> np.ndarray:
+    array = np.load(path)
+    array.flags.writeable = False
+    return array
+
+
+@contextmanager
+def _progress_bar(enabled: bool, description: str, total: int, completed: int) -> Iterator[Any]:
+    """A rich progress bar over files; yields ``advance(count)``."""
+    if not enabled:
+        yield lambda count: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total, completed=completed)
+        yield lambda count: bar.advance(task, count)

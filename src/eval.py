@@ -1,0 +1,69 @@
+"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=<path> [data=...]``.
+
+Tests the checkpoint's network on the data's ``test/`` split twice, on the centre patch and with the softmax
+averaged over the ten views (paper section 4.1), then prints and logs ``test/centre_acc``,
+``test/centre_loss``, ``test/ten_crop_acc`` and ``test/ten_crop_loss``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
+if str(PROJECT_ROOT) not in sys.path:  # `python src/eval.py` puts src/, not the root, on the path
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from src.models.classifier import TowerClassifier, load_network  # noqa: E402
+from src.train import build_loggers, finish  # noqa: E402
+
+VIEW_NAMES = {"centre": "centre", "ten": "ten_crop"}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Centre-crop and ten-crop test accuracy and loss of ``cfg.ckpt_path`` on ``cfg.data``'s test split."""
+    checkpoint = Path(cfg.ckpt_path)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"ckpt_path={checkpoint} is not a file")
+    L.seed_everything(cfg.seed, workers=True)
+    module = TowerClassifier(net=load_network(checkpoint))
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[])
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    results: dict[str, float] = {}
+    for views, name in VIEW_NAMES.items():
+        datamodule = hydra.utils.instantiate(cfg.data, test_views=views)
+        if not datamodule.has_test_split:
+            raise FileNotFoundError(f"no test split: {datamodule.root / 'test'} does not exist")
+        # ckpt_path restores the weights and the training run's pixel statistics (the datamodule's state).
+        (metrics,) = trainer.test(
+            module, datamodule=datamodule, ckpt_path=str(checkpoint), weights_only=False
+        )
+        results[f"test/{name}_acc"] = float(metrics["test/acc"])
+        results[f"test/{name}_loss"] = float(metrics["test/loss"])
+
+    for logger in loggers:
+        logger.log_metrics(results)
+        logger.save()
+    if trainer.is_global_zero:
+        for key, value in results.items():
+            print(f"{key} = {value:.4f}")
+    finish(loggers)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""``python src/eval.py``: centre-crop and ten-crop testing of a checkpoint (paper section 4.1)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_train import TINY_DATA, TINY_GENERATED, run_dir
+
+
+@pytest.mark.slow
+def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, eval_cli) -> None:
+    data = f"data.root={tmp_path / 'synthetic'}"
+    trained = train_cli(*TINY_DATA, data, "trainer.max_epochs=1", "logger=csv")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    result = eval_cli(f"ckpt_path={checkpoint}", data, *TINY_GENERATED, "data.batch_size=4", "trainer=cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", result.stdout, flags=re.MULTILINE))
+    assert set(values) == {"test/centre_acc", "test/centre_loss", "test/ten_crop_acc", "test/ten_crop_loss"}
+    for name in ("centre", "ten_crop"):
+        accuracy = float(values[f"test/{name}_acc"])
+        assert accuracy * 8 == round(accuracy * 8)  # 8 test images: a multiple of 1/8
+    assert values["test/centre_loss"] != values["test/ten_crop_loss"]  # ten views are not the centre alone
+    assert "wrote" not in result.stdout  # the data the run trained on, not a regenerated set
+    (metrics,) = (tmp_path / "outputs" / "eval" / "runs").glob("*/csv/version_0/metrics.csv")
+    assert "test/ten_crop_acc" in metrics.read_text()
+
+
+def test_eval_missing_checkpoint_names_it(tmp_path: Path, eval_cli) -> None:
+    result = eval_cli(f"ckpt_path={tmp_path / 'nothing.ckpt'}")
+    assert result.returncode != 0
+    assert f"ckpt_path={tmp_path / 'nothing.ckpt'} is not a file" in result.stderr
