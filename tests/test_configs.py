@@ -8,6 +8,9 @@ import hydra
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 from src.models.alexnet import AlexNet
 from src.train import build_callbacks, build_loggers, build_module
@@ -84,3 +87,14 @@ def test_weight_decay_spares_biases(tmp_path: Path) -> None:
     groups = module.configure_optimizers()["optimizer"].param_groups
     assert groups[0]["weight_decay"] == 0.0005 and groups[1]["weight_decay"] == 0.0
     assert all(p.dim() > 1 for p in groups[0]["params"]) and all(p.dim() == 1 for p in groups[1]["params"])
+
+
+def test_eval_config_composes(tmp_path: Path) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=["ckpt_path=/x/last.ckpt"], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    assert cfg.ckpt_path == "/x/last.ckpt" and cfg.data.test_views == "ten"
+    datamodule = hydra.utils.instantiate(cfg.data, test_views="centre")
+    assert datamodule.eval_views["test"] == "centre"
+    assert {"csv"} == set(cfg.logger)
