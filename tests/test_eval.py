@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
     assert "wrote" not in result.stdout  # the data the run trained on, not a regenerated set
     (metrics,) = (tmp_path / "outputs" / "eval" / "runs").glob("*/csv/version_0/metrics.csv")
     assert "test/ten_crop_acc" in metrics.read_text()
+
+    # The same test images in a dataset without train/: the pixel statistics come from the checkpoint,
+    # so the figures are exactly the same.
+    shutil.copytree(tmp_path / "synthetic" / "test", tmp_path / "test_only" / "test")
+    alone = eval_cli(
+        f"ckpt_path={checkpoint}", "data=catsdogs", f"data.root={tmp_path / 'test_only'}", "trainer=cpu"
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", alone.stdout, flags=re.MULTILINE)) == values
 
 
 def test_eval_missing_checkpoint_names_it(tmp_path: Path, eval_cli) -> None:

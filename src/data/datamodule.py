@@ -150,11 +150,14 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Generate the synthetic set if asked, and build the caches (Lightning: one process per node)."""
+        """Generate the synthetic set if asked, and build the caches (Lightning: one process per node).
+
+        Only the splits present are cached: a fit without ``train/`` stops in ``setup``, naming the folder.
+        """
         if self.generate is not None:
             generate_dataset(self.root, **self.generate)
         for split in ("train", "test"):
-            if (self.root / split).is_dir() or split == "train":
+            if (self.root / split).is_dir():
                 self._cache(split)
 
     def setup(self, stage: str | None = None) -> None:
