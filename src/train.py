@@ -2,12 +2,24 @@
 
 Builds the datamodule, network, LightningModule, callbacks, loggers and trainer from the Hydra config in
 ``conf/``, fits, tests on the best checkpoint, and returns ``cfg.optimized_metric`` for a sweeper.
+
+Resuming (``src/utils/resume.py``): ``ckpt_path=last`` continues the newest run that has a ``last.ckpt``, in
+its own folder, with its own overrides and its W&B run; ``hydra.run.dir=<run> ckpt_path=last`` continues
+that run; ``ckpt_path=<file>`` resumes from a checkpoint. Before Hydra starts, ``rewrite_command_line`` points
+the run folder at the run being resumed.
+
+SIGTERM during ``fit`` (``src/callbacks/preemption.py``) saves ``checkpoints/last.ckpt`` and exits with
+code 143; ``ckpt_path=last`` goes on from there.
+
+DDP (``trainer.devices=2 trainer.strategy=ddp``): one output folder, one W&B run, checkpoints and the data
+cache written by rank 0; ``data.batch_size`` is the global batch, split over the devices.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +31,24 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
+from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
+from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from src.callbacks.preemption import PREEMPTED_EXIT_CODE, PreemptionCheckpoint  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
+from src.utils.resume import (  # noqa: E402
+    LAST,
+    new_run_id,
+    resolve_checkpoint,
+    rewrite_command_line,
+    wandb_run_id,
+    write_run_id,
+)
 from src.utils.wandb_mode import choose_wandb_mode, offline_run_dirs  # noqa: E402
+
+CONF_DIR = PROJECT_ROOT / "conf"
+WANDB_FLUSH_SECONDS = "1"  # how often W&B writes its record log to disk (wandb's default: 15 s)
 
 
 def build_module(cfg: DictConfig) -> TowerClassifier:
@@ -43,43 +69,118 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
 
 
+def is_wandb(logger_cfg: DictConfig) -> bool:
+    return "wandb" in str(logger_cfg.get("_target_", "")).lower()
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """The ``logger`` group's loggers. A W&B logger gets the run's W&B id (``src/utils/resume.py``): the one
+    kept in the output folder when the run is resumed there, else a new one, kept there by rank 0."""
     loggers_cfg = {name: c for name, c in (cfg.get("logger") or {}).items() if c}
-    if any("wandb" in str(c.get("_target_", "")).lower() for c in loggers_cfg.values()):
-        mode = choose_wandb_mode()
-        if mode == "offline":
+    loggers = []
+    for logger_cfg in loggers_cfg.values():
+        if not is_wandb(logger_cfg):
+            loggers.append(hydra.utils.instantiate(logger_cfg))
+            continue
+        # wandb-core writes the run's .wandb file every 15 s by default: a SIGKILLed run would lose up to the
+        # last 15 s of logs (its last validation, say), which no resume logs again.
+        os.environ.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", WANDB_FLUSH_SECONDS)
+        if choose_wandb_mode() == "offline" and rank_zero_only.rank == 0:
             print(
                 "W&B: no API key found, logging offline (set WANDB_API_KEY or run `wandb login` to go online)"
             )
-    return [hydra.utils.instantiate(c) for c in loggers_cfg.values()]
+        output_dir = cfg.paths.output_dir
+        run_id = logger_cfg.get("id") or logger_cfg.get("version") or wandb_run_id(output_dir) or new_run_id()
+        if rank_zero_only.rank == 0:
+            write_run_id(output_dir, run_id)
+        loggers.append(hydra.utils.instantiate(logger_cfg, id=run_id, version=None))
+    return loggers
+
+
+def check_batch_size(datamodule: L.LightningDataModule, trainer: L.Trainer) -> None:
+    """Fail before any process starts if the global batch does not split over the devices."""
+    split = getattr(datamodule, "device_batch_size", None)
+    if callable(split):
+        split(trainer.num_devices * trainer.num_nodes, trainer.accumulate_grad_batches)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) as ``cfg`` says; return the metrics Lightning collected, as floats."""
+    """Fit (and test) as ``cfg`` says; return the metrics Lightning collected, as floats.
+
+    A SIGTERM during ``fit`` or ``test`` ends the process with exit code 143 (``stop_on_sigterm``).
+    """
     L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
+    if rank_zero_only.rank == 0:
+        if ckpt_path is not None:
+            print(f"resuming from {ckpt_path}, writing to {output_dir}")
+        elif cfg.get("ckpt_path") == LAST:
+            print(f"ckpt_path=last: {output_dir} has no checkpoints/last.ckpt yet, starting a new run there")
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers)
+    check_batch_size(datamodule, trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-
-    if cfg.test and datamodule.has_test_split:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        ckpt_path = best or (None if cfg.train else cfg.get("ckpt_path"))
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
-    elif cfg.test:
-        print(f"no test split at {datamodule.root / 'test'}: skipping the test")
+    try:
+        metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
+    except SIGTERMException:
+        stop_on_sigterm(cfg, trainer, loggers)
 
     if trainer.is_global_zero:
         report(cfg, metrics, loggers)
     finish(loggers)
     return metrics
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: TowerClassifier,
+    datamodule: L.LightningDataModule,
+    ckpt_path: Path | None,
+) -> dict[str, float]:
+    if cfg.train:
+        if ckpt_path is not None:  # ModelCheckpoint warns about the run's own checkpoints/ folder
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # The run's own checkpoints hold the optimiser's and scheduler's settings as Python objects.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        preemption = next((cb for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)), None)
+        # A SIGTERM after the last training batch (during the last validation): training is complete and
+        # checkpointed; stop before the test, on every rank alike.
+        stop = preemption is not None and preemption.requested
+        if preemption is not None and trainer.strategy.reduce_boolean_decision(stop, all=False):
+            raise SIGTERMException(PREEMPTED_EXIT_CODE)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.test and datamodule.has_test_split:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        test_ckpt = best or (None if cfg.train else ckpt_path)
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False)
+        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    elif cfg.test:
+        print(f"no test split at {datamodule.root / 'test'}: skipping the test")
+    return metrics
+
+
+def stop_on_sigterm(cfg: DictConfig, trainer: L.Trainer, loggers: list[Logger]) -> None:
+    """After a SIGTERM: end the W&B run (exit code 143) and the process group, and exit.
+
+    Rank 0 exits with ``PREEMPTED_EXIT_CODE`` (143); other ranks exit 0, so that Lightning's watcher of the
+    processes it started does not kill rank 0 while it finishes.
+    """
+    if trainer.is_global_zero:
+        print(
+            f"stopped by SIGTERM (exit code {PREEMPTED_EXIT_CODE}); to go on: "
+            f"python src/train.py hydra.run.dir={cfg.paths.output_dir} ckpt_path=last",
+            file=sys.stderr,
+            flush=True,
+        )
+    finish(loggers, exit_code=PREEMPTED_EXIT_CODE)
+    raise SystemExit(PREEMPTED_EXIT_CODE if trainer.is_global_zero else 0)
 
 
 def report(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
@@ -91,15 +192,22 @@ def report(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) ->
     print(f"outputs: {cfg.paths.output_dir}")
     for logger in loggers:
         if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE") == "offline":
-            for run_dir in offline_run_dirs(logger.save_dir):
-                print(f"W&B offline run: {run_dir}  (upload with: wandb sync {run_dir})")
+            folders = offline_run_dirs(logger.save_dir)
+            mine = [f for f in folders if f.name.endswith(f"-{logger.version}")] or folders
+            if len(mine) == 1:
+                print(f"W&B offline run: {mine[0]}  (upload with: wandb sync {mine[0]})")
+            elif mine:  # a resumed run: one folder per process, synced in order of start time
+                print(f"W&B offline run {logger.version}, in {len(mine)} folders (one per start):")
+                for folder in mine:
+                    print(f"  {folder}")
+                print(f"upload with: wandb sync {' '.join(str(f) for f in mine)}")
 
 
-def finish(loggers: list[Logger]) -> None:
+def finish(loggers: list[Logger], exit_code: int | None = None) -> None:
     """End the W&B run (each multirun job must be its own run) and the process group (clean DDP exit)."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+            logger.experiment.finish(exit_code=exit_code)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -111,4 +219,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = rewrite_command_line(sys.argv[1:], CONF_DIR)
     main()

@@ -61,7 +61,8 @@ class ImageDataModule(L.LightningDataModule):
         layout: ``kaggle``, ``folders`` or ``auto`` (``layouts.py``).
         cache_dir: where the offline caches live (one folder per fingerprint of the source files).
         val_fraction: share of each class's training images held out for validation.
-        batch_size: images per batch per device.
+        batch_size: the GLOBAL batch, images per optimiser step over all devices (section 5: 128); each
+            device loads ``batch_size / (devices x accumulated batches)`` (``device_batch_size``).
         num_workers: loader processes; ``None`` picks ``min(8, cpus - 1)``.
         image_size: side of the cached square image (section 2: 256).
         crop_size: side of the patches the network sees (section 4.1: 224).
@@ -109,7 +110,9 @@ class ImageDataModule(L.LightningDataModule):
         self.layout = layout
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root.parent / "cache"
         self.val_fraction = val_fraction
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # global; the loaders use self.per_device_batch_size
+        self.per_device_batch_size = batch_size
+        self._reported_batch: tuple[int, int] | None = None
         self.num_workers = min(8, (os.cpu_count() or 2) - 1) if num_workers is None else num_workers
         self.image_size = image_size
         self.crop_size = crop_size
@@ -128,6 +131,34 @@ class ImageDataModule(L.LightningDataModule):
     def register_pixel_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.pixel_mean = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.pixel_std = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def device_batch_size(self, world_size: int, accumulate: int = 1) -> int:
+        """Images per batch on each device: the global ``batch_size`` / (``world_size`` x ``accumulate``).
+
+        ValueError naming the numbers when they do not divide it.
+        """
+        shares = world_size * accumulate
+        if self.batch_size % shares:
+            parts = f"{world_size} devices" + (
+                f" x {accumulate} accumulated batches" if accumulate > 1 else ""
+            )
+            raise ValueError(
+                f"data.batch_size={self.batch_size} (the global batch) does not divide by "
+                f"{parts} = {shares}; make it a multiple of {shares}"
+            )
+        return self.batch_size // shares
+
+    def _split_batch(self) -> None:
+        """Set the per-device batch from the trainer's devices; rank 0 says once how it split."""
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        self.per_device_batch_size = self.device_batch_size(world_size, accumulate)
+        if (world_size, accumulate) != self._reported_batch and (trainer is None or trainer.is_global_zero):
+            devices = f"{world_size} device{'s' if world_size > 1 else ''}"
+            steps = f" x {accumulate} accumulated" if accumulate > 1 else ""
+            print(f"batch: {self.batch_size} global = {devices}{steps} x {self.per_device_batch_size}")
+        self._reported_batch = (world_size, accumulate)
 
     @property
     def has_test_split(self) -> bool:
@@ -166,6 +197,7 @@ class ImageDataModule(L.LightningDataModule):
         A test-only setup (``src/eval.py``) reads no ``train/``: the pixel statistics then come from the
         checkpoint (``load_state_dict``).
         """
+        self._split_batch()
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             self._setup_train_and_val()
         if stage in (None, "test") and "test" not in self.datasets and self.has_test_split:
@@ -201,7 +233,7 @@ class ImageDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {split} split: {self.root / split} was not found")
         return DataLoader(
             self.datasets[split],
-            batch_size=self.batch_size,
+            batch_size=self.per_device_batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

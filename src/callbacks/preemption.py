@@ -1,0 +1,113 @@
+"""Save ``checkpoints/last.ckpt`` and stop on SIGTERM, which a cluster sends before it preempts a job.
+
+What Lightning 2.6 does by itself (``trainer/connectors/signal_connector.py``): during ``fit``/``test`` it
+installs a SIGTERM handler that only sets ``trainer.received_sigterm`` (and, in DDP, broadcasts from inside
+the handler and forwards the signal to the ranks it started). The loops then raise ``SIGTERMException`` (a
+``SystemExit`` with code 0) at the next training batch end, or at the next batch of a validation or test
+loop. It saves a checkpoint only under SLURM with auto-requeue, on SIGUSR1. So, without SLURM, a SIGTERM
+ends the run with exit code 0, mid-validation perhaps, and nothing to resume from.
+
+This callback takes over SIGTERM from ``on_train_start`` (after Lightning installed its handler and after
+the sanity check) to the end of ``fit`` (Lightning's teardown puts back the handlers it found):
+
+* the handler only records the request;
+* at the end of each training batch the ranks agree (one all-reduce of a flag; the signal may reach rank 0
+  only, or every rank) and, if any rank was asked, all of them save ``<dirpath>/last.ckpt`` (written to a
+  temporary file beside it, then renamed into place, so a SIGKILL during the write leaves the previous
+  ``last.ckpt`` whole) and raise ``Preempted``. ``src/train.py`` then finishes the W&B run (marked
+  preempting, exit code 143), ends the process group and exits with ``PREEMPTED_EXIT_CODE`` (143, 128 +
+  SIGTERM, what a shell reports for a process SIGTERM ended); other ranks exit 0, so Lightning's child
+  process watcher does not kill rank 0 while it finishes;
+* a SIGTERM during validation is served at the next training batch end, so validation, its metrics and
+  the epoch's checkpoints complete first; one during the last epoch's validation, after the last batch,
+  lets ``fit`` finish and ``src/train.py`` exits with 143 before the test (resuming then only tests).
+
+The saved state is "batch k of epoch e done": ``ckpt_path=last`` resumes inside the epoch with its
+remaining batches (Lightning warns that the loader is not resumable: the resumed part of the epoch draws a
+new random order, so some images of that epoch are seen twice and some not at all). The step metrics of
+batch k are not logged (the loop logs them after the hook that stops it); nothing is logged twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
+
+
+class Preempted(SIGTERMException):
+    """Raised on every rank after the preemption checkpoint is saved; exits with 143 if not caught."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.checkpoint = checkpoint
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM: save ``<dirpath>/<filename>`` at the next training batch end and stop (module docstring).
+
+    Args:
+        dirpath: the checkpoint folder (``${paths.output_dir}/checkpoints``, as ``ModelCheckpoint``'s, so
+            ``ckpt_path=last`` finds the file).
+        filename: ``last.ckpt``, the file ``ModelCheckpoint(save_last=True)`` writes too.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
+        super().__init__()
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self.requested = False  # a SIGTERM arrived (on this rank) during fit
+        self.saved: Path | None = None  # the checkpoint written on preemption
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.filename
+
+    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.requested:
+            rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0"
+            message = (
+                f"[rank {rank}] SIGTERM: saving {self.path} at the end of this training batch, then stopping"
+            )
+            print(message, file=sys.stderr, flush=True)
+        self.requested = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.requested = self.requested or trainer.received_sigterm  # one that came during the sanity check
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.handle_signal)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Every rank calls this every batch, so the all-reduce inside pairs up.
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        self.requested = True
+        self.save(trainer)
+        for logger in trainer.loggers:
+            mark_preempting = getattr(getattr(logger, "experiment", None), "mark_preempting", None)
+            if trainer.is_global_zero and callable(mark_preempting):
+                mark_preempting()
+        raise Preempted(self.path)
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write the checkpoint beside its final name, then rename it into place (all ranks take part)."""
+        partial = self.dirpath / f".{self.filename}.partial"
+        trainer.save_checkpoint(partial, weights_only=False)  # every rank: collective; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+            print(
+                f"saved {self.path} (epoch {trainer.current_epoch}, step {trainer.global_step})", flush=True
+            )
+        trainer.strategy.barrier("preemption_checkpoint")
+        self.saved = self.path

@@ -1,0 +1,292 @@
+"""Resuming a run: what ``ckpt_path`` means, where the resumed run writes, and which W&B run it continues.
+
+``ckpt_path`` takes four forms::
+
+    python src/train.py ckpt_path=last                 # the run of this task that checkpointed last
+    python src/train.py hydra.run.dir=<run> ckpt_path=last   # that run (a new run there if it has none yet)
+    python src/train.py ckpt_path=<run>                # that run's checkpoints/last.ckpt
+    python src/train.py ckpt_path=<file.ckpt>          # that checkpoint
+
+* ``last`` alone picks, among the folders under ``<paths.log_dir>/<task_name>/runs/``, the one whose
+  ``checkpoints/last.ckpt`` was written last (the run that trained most recently; Lightning's own ``last``
+  also goes by modification time); none is an error naming that folder.
+* With ``hydra.run.dir=<run>`` given, ``last`` is ``<run>/checkpoints/last.ckpt``; if the folder has no such
+  file yet, a new run starts there (and says so). So a cluster script can run the same command on its first
+  start and after every requeue.
+* A checkpoint file that lies in ``<run>/checkpoints/`` of a run folder (one with ``.hydra/``) belongs to
+  that run; a file anywhere else starts a new run, in a new folder, with a new W&B run.
+
+A resumed run (each form above that names a run folder):
+
+* **writes into the run's own folder**: before Hydra starts, ``rewrite_command_line`` adds
+  ``hydra.run.dir=<run>`` (unless the command line has one: then that folder is written, e.g. to branch a
+  run into a new folder), so ``checkpoints/``, ``kernels/``, ``train.log`` and the W&B files continue there
+  (a CSV logger writes the next ``csv/version_<n>``);
+* **has the run's own configuration**: the run's ``.hydra/overrides.yaml`` comes first, then the new command
+  line, a later value of a key replacing an earlier one. ``ckpt_path=last`` alone rebuilds the same model and
+  data; ``ckpt_path=last trainer.max_epochs=120`` extends the run. Hydra rewrites ``overrides.yaml`` with the
+  merged list;
+* **continues the W&B run**: the run's id is kept in ``<run>/wandb_run_id.txt`` (written when the run starts;
+  for older runs the id is read from the ``wandb/*run-<time>-<id>`` folder names) and handed to
+  ``WandbLogger(id=...)``, which resumes with ``resume="allow"``. Offline (wandb 0.31), a resumed run writes
+  a new folder ``wandb/offline-run-<time>-<same id>`` whose ``_step`` starts again at 0, while
+  ``trainer/global_step`` goes on; ``wandb sync <run>/wandb/offline-run-*`` uploads the folders of one run
+  in order of start time. A process killed by SIGKILL leaves what W&B had written to disk: ``src/train.py``
+  has wandb-core flush its record log every second (``WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL``, default
+  15 s), so only the last second of logs is lost;
+* restores the weights, the optimiser (momentum), the learning-rate scheduler, the epoch and the step
+  (Lightning's ``trainer.fit(ckpt_path=...)``). Lightning writes an end-of-epoch checkpoint before that
+  epoch's scheduler step and does not repeat the step when it resumes from it, so each resume would leave
+  an epoch-wise scheduler one step behind; ``CatchUpEpochSchedulers`` takes that step (with the metric a
+  plateau scheduler watches, kept in the checkpoint).
+
+``checkpoints/last.ckpt`` is written after every epoch by its own ``ModelCheckpoint`` (``monitor: null``,
+``conf/callbacks/default.yaml``): Lightning 2.6's ``save_last=True`` of a monitoring ``ModelCheckpoint``
+rewrites ``last.ckpt`` only in epochs whose ``val/acc`` made a new top-k checkpoint.
+
+Under ``-m`` (multirun) the command line is left alone: each job resolves ``last`` in its own output folder,
+so ``hydra.sweep.dir=<old sweep> ckpt_path=last`` picks up each job's ``last.ckpt`` (a job without one
+starts anew).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+
+LAST = "last"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+RUN_ID_FILE = "wandb_run_id.txt"
+RUNS_DIR = "runs"
+_WANDB_RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: ``+a.b=1`` -> ``a.b``, ``~a`` -> ``a``, ``model=one_tower`` -> ``model``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def override_value(override: str) -> str:
+    """The value of ``key=value``, without the quotes Hydra would strip."""
+    value = override.split("=", 1)[1] if "=" in override else ""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
+
+
+def last_value(overrides: list[str], key: str) -> str | None:
+    """The value the last override of ``key`` gives (``None`` if none sets it)."""
+    found = None
+    for override in overrides:
+        if "=" in override and not override.startswith("~") and override_key(override) == key:
+            found = override_value(override)
+    return found
+
+
+def merge_overrides(saved: list[str], new: list[str]) -> list[str]:
+    """``saved`` then ``new``, one override per key, the later winning (in its place at the end).
+
+    An override that replaces a saved ``+key=...`` (which added a key the config lacks) becomes
+    ``++key=...``, so it still applies to the composed config.
+    """
+    merged: dict[str, str] = {}
+    for override in [*saved, *new]:
+        key = override_key(override)
+        previous = merged.pop(key, None)
+        if previous is not None and previous.startswith("+") and not override.startswith(("+", "~")):
+            override = "++" + override
+        merged[key] = override
+    return list(merged.values())
+
+
+def saved_overrides(run_dir: Path) -> list[str]:
+    """The task overrides a run was started with (``<run>/.hydra/overrides.yaml``), or ``[]``."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder ``src/train.py`` wrote: Hydra keeps the run's configuration in ``.hydra/``."""
+    return (path / ".hydra").is_dir()
+
+
+def latest_run(runs_dir: Path) -> Path | None:
+    """The run folder under ``runs_dir`` whose ``checkpoints/last.ckpt`` was written last (then: by name)."""
+    if not runs_dir.is_dir():
+        return None
+    found = [(p / CHECKPOINT_DIR / LAST_CHECKPOINT, p) for p in runs_dir.iterdir()]
+    written = [(last.stat().st_mtime, run.name, run) for last, run in found if last.is_file()]
+    return max(written)[2] if written else None
+
+
+def runs_dir(conf_dir: Path, config_name: str, overrides: list[str]) -> Path:
+    """``<paths.log_dir>/<task_name>/runs`` of the config these overrides compose.
+
+    Only the overrides that can move that folder take part (``paths``, ``task_name``, ``experiment``): the
+    others may be valid only beside the saved overrides of the run they resume.
+    """
+    from hydra import compose, initialize_config_dir
+
+    keys = ("paths", "task_name", "experiment")
+    relevant = [o for o in overrides if override_key(o).split(".")[0].split("@")[0] in keys]
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=relevant)
+    return Path(cfg.paths.log_dir) / str(cfg.task_name) / RUNS_DIR
+
+
+def checkpoint_run(ckpt_path: str) -> Path | None:
+    """The run folder a ``ckpt_path`` (not ``last``) belongs to: the folder itself, or ``<run>`` of
+    ``<run>/checkpoints/<file>``; ``None`` for a file outside a run folder."""
+    path = Path(ckpt_path).expanduser().absolute()
+    if path.is_dir():
+        return path
+    if path.parent.name == CHECKPOINT_DIR and is_run_dir(path.parent.parent):
+        return path.parent.parent
+    return None
+
+
+def rewrite_command_line(argv: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
+    """The command line (without the program name) a resumed run runs with (see the module docstring).
+
+    Left unchanged: no ``ckpt_path``, flags such as ``-m`` or ``--cfg``, or a checkpoint outside a run folder.
+    ``SystemExit`` with a message for ``ckpt_path=last`` when no run has a ``last.ckpt``. Idempotent, so
+    the DDP ranks Lightning starts by re-running the command line get the same result.
+    """
+    if any(arg.startswith("-") for arg in argv):
+        return argv
+    ckpt_path = last_value(argv, "ckpt_path")
+    if ckpt_path in (None, "", "null", "None"):
+        return argv
+    given_dir = last_value(argv, "hydra.run.dir")
+    if ckpt_path == LAST:
+        if given_dir:
+            source = Path(given_dir).expanduser().absolute()
+        else:
+            try:
+                where = runs_dir(conf_dir, config_name, argv)
+            except Exception:  # a bad override: let Hydra itself report it
+                return argv
+            source = latest_run(where)
+            if source is None:
+                raise SystemExit(
+                    f"ckpt_path=last: no run under {where} has {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; "
+                    f"name a checkpoint or a run folder (ckpt_path=<run dir>)"
+                )
+    else:
+        source = checkpoint_run(ckpt_path)
+        if source is None:
+            return argv
+    merged = merge_overrides(saved_overrides(source), argv)
+    if not given_dir:
+        merged.append(f"hydra.run.dir={source}")
+    return merged
+
+
+def resolve_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint file ``trainer.fit`` resumes from, or ``None`` for a new run.
+
+    ``last`` is ``<output_dir>/checkpoints/last.ckpt`` (``None`` when the run has none yet); a run folder
+    means its ``last.ckpt``; a file must exist. FileNotFoundError naming the path otherwise.
+    """
+    if ckpt_path in (None, "", "null", "None"):
+        return None
+    if ckpt_path == LAST:
+        last = Path(output_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+        return last if last.is_file() else None
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint file at {path}")
+    return path
+
+
+def new_run_id() -> str:
+    """An id in W&B's style (8 lowercase letters and digits)."""
+    return uuid.uuid4().hex[:8]
+
+
+def wandb_run_id(output_dir: str | Path) -> str | None:
+    """The W&B run id of the run in ``output_dir``: its ``wandb_run_id.txt``, else the newest
+    ``wandb/*run-<time>-<id>`` folder's id, else ``None``."""
+    output_dir = Path(output_dir)
+    id_file = output_dir / RUN_ID_FILE
+    if id_file.is_file() and id_file.read_text().strip():
+        return id_file.read_text().strip()
+    folders = []
+    for folder in (output_dir / "wandb").glob("*run-*"):
+        match = _WANDB_RUN_FOLDER.fullmatch(folder.name)
+        if match and folder.is_dir():
+            folders.append((folder.name.removeprefix("offline-"), match["id"]))
+    return max(folders)[1] if folders else None
+
+
+def write_run_id(output_dir: str | Path, run_id: str) -> None:
+    """Keep ``run_id`` in ``<output_dir>/wandb_run_id.txt`` (written whole, then renamed into place)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / RUN_ID_FILE
+    if target.is_file() and target.read_text().strip() == run_id:
+        return
+    partial = output_dir / f".{RUN_ID_FILE}.{os.getpid()}"
+    partial.write_text(run_id + "\n")
+    os.replace(partial, target)
+
+
+class CatchUpEpochSchedulers(L.Callback):
+    """After resuming from an end-of-epoch checkpoint, take the epoch-wise scheduler step Lightning skips.
+
+    Lightning saves such a checkpoint (``on_validation_end`` / ``on_train_epoch_end``) before it steps the
+    epoch's schedulers, and on resume it does not step them for that epoch. A scheduler stepped once per
+    epoch has ``last_epoch`` equal to the epochs done; one found a step behind gets the step here, in
+    ``on_train_start``. A ``ReduceLROnPlateau`` needs the metric it watches: this callback keeps it in the
+    checkpoint (its ``state_dict``). Checkpoints taken mid-epoch (``PreemptionCheckpoint``) are already level.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainer: L.Trainer | None = None
+        self.saved_metrics: dict[str, float] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """The metrics the plateau schedulers watch, as they are when a checkpoint is written."""
+        trainer = self.trainer
+        if trainer is None:
+            return {"metrics": {}}
+        monitors = {c.monitor for c in trainer.lr_scheduler_configs if c.reduce_on_plateau and c.monitor}
+        metrics = trainer.callback_metrics
+        return {"metrics": {k: float(metrics[k]) for k in monitors if k in metrics}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved_metrics = dict(state_dict.get("metrics", {}))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            return
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            behind = getattr(scheduler, "last_epoch", None) == trainer.current_epoch - 1
+            if config.interval != "epoch" or config.frequency != 1 or not behind:
+                continue
+            metric = None
+            if config.reduce_on_plateau:
+                metric = self.saved_metrics.get(str(config.monitor))
+                if metric is None:
+                    print(f"resume: no {config.monitor} in the checkpoint: the scheduler stays a step behind")
+                    continue
+            pl_module.lr_scheduler_step(scheduler, metric)
+            print(
+                f"resume: took the scheduler step of epoch {trainer.current_epoch - 1}, which Lightning skips"
+            )

@@ -1,0 +1,388 @@
+"""One table per sweep, and one W&B group per sweep.
+
+A sweep (``python src/train.py -m model.towers=1,2,4 seed=0,1``, or ``hparams_search=optuna``) writes one
+folder per job under its sweep folder::
+
+    outputs/train/multiruns/<date>_<time>/         the sweep folder (hydra.sweep.dir)
+        0/ 1/ ...                                  one per job (hydra.sweep.subdir): a run's usual files
+            job_result.json                        written by SweepSummary when the job ends
+        summary.csv, summary.md                    written by SweepSummary: one row per job
+
+**Summary.** ``SweepSummary`` is a Hydra callback (``conf/hydra/callbacks/sweep_summary.yaml``, selected
+with ``hydra/callbacks=sweep_summary``). When a job ends, in the job's own process (wherever the launcher
+ran it: here, or on a SLURM node), it writes ``job_result.json`` beside the job's files: the job's
+overrides, whether it completed and what it returned to the sweeper (``optimized_metric``). Then, and
+again when the sweep ends, it rebuilds ``summary.csv`` and ``summary.md`` from the job folders: the job
+number, status, one column per override that differs between jobs, the returned value, and the final
+logged metrics (the last ``val/acc``, ``val/acc_best``, ``test/acc`` and the number of validated epochs),
+read from the job's CSV log, else its W&B log (``wandb/*run-*/run-*.wandb``, also offline), else
+``checkpoints/last.ckpt``. A job that failed is listed with its error; a job killed before its end is
+listed as ``no result``. Rebuilding after every job means that a sweep stopped by a failed job (Hydra's
+basic sweeper stops there, before ``on_multirun_end``) still leaves a summary of every job so far.
+
+**W&B.** ``conf/logger/wandb.yaml`` asks :func:`sweep_group` and :func:`sweep_run_name` (called by
+``hydra.utils.instantiate`` when the logger is built) for the run's group and name: under ``-m`` the group
+is the sweep folder's name (so a sweep's runs are one group in the W&B UI) and the name is the job number
+and its overrides; for a single run both are ``None`` (W&B's defaults). ``logger.wandb.group=...`` on the
+command line replaces the function with a fixed group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = [
+    "JOB_RESULT",
+    "SweepSummary",
+    "find_jobs",
+    "job_metrics",
+    "read_job",
+    "summarise_sweep",
+    "sweep_group",
+    "sweep_run_name",
+    "write_summary",
+]
+
+log = logging.getLogger(__name__)
+
+JOB_RESULT = "job_result.json"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+#: Final metrics reported for every job (the last value each logged).
+DEFAULT_METRICS = ("val/acc", "val/acc_best", "test/acc")
+#: Logged once per validation: the job's ``epochs`` column counts its values.
+EPOCH_METRIC = "val/acc"
+#: Overrides left out of W&B run names: where files go says nothing about the experiment.
+_NAME_SKIPPED_PREFIXES = ("paths.", "hydra.", "hydra/")
+
+
+# --- W&B group and run name (conf/logger/wandb.yaml) --------------------------------------------------------
+
+
+def _multirun_hydra() -> DictConfig | None:
+    """This job's Hydra config when it is a job of a multirun, else None (single run, or no Hydra)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    return hydra if hydra.mode == RunMode.MULTIRUN else None
+
+
+def sweep_group() -> str | None:
+    """The W&B group of this run: under ``-m`` its sweep folder's name (``<date>_<time>``), else None."""
+    hydra = _multirun_hydra()
+    return Path(str(hydra.sweep.dir)).name if hydra is not None else None
+
+
+def sweep_run_name() -> str | None:
+    """The W&B run name of a sweep's job, ``"<job number>: <its overrides>"``; None for a single run.
+
+    Overrides of ``paths.*`` (where the files go) are left out.
+    """
+    hydra = _multirun_hydra()
+    if hydra is None:
+        return None
+    shown = [o for o in hydra.overrides.task if not o.lstrip("+~").startswith(_NAME_SKIPPED_PREFIXES)]
+    return f"{hydra.job.num}: {' '.join(shown)}" if shown else str(hydra.job.num)
+
+
+# --- the Hydra callback -------------------------------------------------------------------------------------
+
+
+def _sweep_dir(config: DictConfig) -> Path:
+    """The sweep folder, absolute (a relative ``hydra.sweep.dir`` is relative to the launch folder)."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    return sweep_dir if sweep_dir.is_absolute() else Path(str(config.hydra.runtime.cwd)) / sweep_dir
+
+
+def _direction(config: DictConfig) -> str:
+    """``maximize`` or ``minimize``: the sweeper's direction (Optuna), else guessed from the metric's name."""
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+    if direction is not None and not OmegaConf.is_list(direction):
+        return str(getattr(direction, "name", direction))
+    metric = str(OmegaConf.select(config, "optimized_metric", default="") or "")
+    return "minimize" if "loss" in metric else "maximize"
+
+
+class SweepSummary(Callback):
+    """Writes ``job_result.json`` in each job's folder and ``summary.csv``/``summary.md`` in the sweep folder.
+
+    Args:
+        metrics: the logged metrics to report for each job (their last values).
+    """
+
+    def __init__(self, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
+        self.metrics = tuple(metrics)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        # Single runs are left alone, and so are ranks > 0 where SLURM starts each rank as a job task.
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
+            return
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        completed = job_return.status == JobStatus.COMPLETED
+        error = job_return._return_value  # the exception of a failed job (return_value would raise it)
+        result = {
+            "job": int(config.hydra.job.num),
+            "status": job_return.status.name,
+            "optimized_metric": OmegaConf.select(config, "optimized_metric", default=None),
+            "returned": _number(job_return.return_value) if completed else None,
+            "error": None if completed else f"{type(error).__name__}: {error}",
+            "overrides": list(config.hydra.overrides.task),
+        }
+        job_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(job_dir / JOB_RESULT, json.dumps(result, indent=2) + "\n")
+        try:
+            write_summary(_sweep_dir(config), self.metrics, _direction(config))
+        except Exception as error:  # the summary must never fail the job it summarises
+            log.warning(f"sweep summary not updated: {type(error).__name__}: {error}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = _sweep_dir(config)
+        if sweep_dir.is_dir():
+            csv_path, md_path = write_summary(sweep_dir, self.metrics, _direction(config))
+            print(f"sweep summary: {csv_path} and {md_path.name}")
+
+
+# --- reading the job folders --------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    """A float from a float, int or one-element tensor; None for anything else (or NaN)."""
+    try:
+        number = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _job_key(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (1 << 62, path.name)
+
+
+def find_jobs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
+    """The job folders of a sweep: its subfolders holding ``job_result.json`` or ``.hydra/overrides.yaml``.
+
+    Sorted by job number. Hidden folders (``.submitit``) are skipped.
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = [
+        p
+        for p in sweep_dir.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and ((p / JOB_RESULT).is_file() or (p / ".hydra" / "overrides.yaml").is_file())
+    ]
+    return sorted(jobs, key=_job_key)
+
+
+def _last_values(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str], get=None) -> dict[str, float]:
+    """The last number each metric took in ``rows``, and ``epochs``: how many rows logged ``val/acc``."""
+    get = get or (lambda row, key: row.get(key))
+    found: dict[str, float] = {}
+    epochs = 0
+    for row in rows:
+        for key in metrics:
+            value = _number(get(row, key))
+            if value is not None:
+                found[key] = value
+        epochs += _number(get(row, EPOCH_METRIC)) is not None
+    if epochs:
+        found["epochs"] = epochs
+    return found
+
+
+def _from_csv(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
+    """Last values from Lightning's CSV log, ``csv/version_*/metrics.csv`` (the newest version)."""
+    files = sorted(job_dir.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
+    if not files:
+        return {}
+    with files[-1].open(newline="") as f:
+        rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    return _last_values(rows, metrics)
+
+
+def _from_wandb(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
+    """Last values from the job's W&B record log (offline or online runs keep it under ``wandb/``)."""
+    from src.utils.wandb_offline import get_value, read_history, wait_until_finished
+
+    runs = sorted(p for p in job_dir.glob("wandb/*run-*") if p.is_dir() and not p.is_symlink())
+    runs = [p for p in runs if list(p.glob("run-*.wandb"))]
+    if not runs:
+        return {}
+    # wandb.finish() may return before wandb-core wrote the end of the log; a crashed run never ends it
+    with contextlib.suppress(TimeoutError):
+        wait_until_finished(runs[-1], timeout=5.0)
+    return _last_values(read_history(runs[-1]), metrics, get=get_value)
+
+
+def _from_checkpoint(job_dir: Path) -> dict[str, float]:
+    """The monitored metric's last and best values from ``checkpoints/last.ckpt`` (ModelCheckpoint state)."""
+    path = job_dir / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        return {}
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    found: dict[str, float] = {}
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and state.get("monitor"):
+            monitor = state["monitor"]
+            for name, value in (
+                (monitor, state.get("current_score")),
+                (f"{monitor}_best", state.get("best_model_score")),
+            ):
+                if _number(value) is not None:
+                    found[name] = _number(value)
+            break
+    if "epoch" in checkpoint:
+        found["epochs"] = int(checkpoint["epoch"]) + 1
+    return found
+
+
+def job_metrics(
+    job_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_METRICS
+) -> dict[str, float]:
+    """The last logged value of each of ``metrics``, and ``epochs`` (how many validations were logged).
+
+    Read from the job's CSV log, else its W&B log, else its ``checkpoints/last.ckpt`` (which knows only the
+    checkpoint's monitored metric, ``val/acc``, its best value and the epoch). Empty when there is none.
+    """
+    job_dir = Path(job_dir)
+    for reader in (_from_csv, _from_wandb):
+        try:
+            found = reader(job_dir, metrics)
+        except (OSError, ValueError) as error:
+            log.warning(f"could not read {reader.__name__[6:]} metrics of {job_dir}: {error}")
+            found = {}
+        if found:
+            return found
+    try:
+        return _from_checkpoint(job_dir)
+    except Exception as error:  # an unreadable checkpoint leaves the cells empty
+        log.warning(f"could not read the checkpoint of {job_dir}: {error}")
+        return {}
+
+
+def read_job(job_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
+    """One job's row: ``job``, ``status``, ``returned``, ``error``, ``overrides`` (a list) and its metrics."""
+    job_dir = Path(job_dir)
+    result_file = job_dir / JOB_RESULT
+    if result_file.is_file():
+        row = json.loads(result_file.read_text())
+    else:  # killed, or still running
+        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
+        row = {"job": _job_key(job_dir)[0], "status": "no result", "overrides": list(overrides)}
+    row.setdefault("returned", None)
+    row.setdefault("error", None)
+    row["dir"] = str(job_dir)
+    row["metrics"] = job_metrics(job_dir, metrics) if result_file.is_file() else {}
+    return row
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key, value
+
+
+def summarise_sweep(
+    sweep_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_METRICS
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(columns, rows)`` of the sweep's table, one row per job folder, as ``write_summary`` writes it.
+
+    Columns: ``job``, ``status``, one per override key whose value is not the same in every job (all the
+    keys when there is one job), ``returned`` (what the job returned to the sweeper), ``metrics``, ``epochs``,
+    ``overrides`` (all of the job's overrides), ``error`` and ``dir``.
+    """
+    jobs = [read_job(job, metrics) for job in find_jobs(sweep_dir)]
+    for job in jobs:
+        job["_pairs"] = dict(_split_override(o) for o in job["overrides"])
+    keys = list(dict.fromkeys(key for job in jobs for key in job["_pairs"]))  # in order of appearance
+    # None stands for "not overridden", which differs from every value given on the command line
+    varying = [k for k in keys if len({job["_pairs"].get(k) for job in jobs}) > 1]
+    if len(jobs) == 1:
+        varying = keys
+    columns = ["job", "status", *varying, "returned", *metrics, "epochs", "overrides", "error", "dir"]
+    rows = []
+    for job in jobs:
+        row = {"job": job["job"], "status": job["status"], "returned": job["returned"]}
+        row |= {key: job["_pairs"].get(key) for key in varying}
+        row |= {key: job["metrics"].get(key) for key in (*metrics, "epochs")}
+        row |= {"overrides": " ".join(job["overrides"]), "error": job["error"], "dir": job["dir"]}
+        row["optimized_metric"] = job.get("optimized_metric")
+        rows.append(row)
+    return columns, rows
+
+
+def _cell(value: Any, short: bool = False) -> str:
+    """A table cell: empty for None; floats in full, or to 4 significant digits when ``short``."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and short:
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _markdown(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], title: str, note: str) -> str:
+    shown = [c for c in columns if c not in ("dir", "overrides")]
+
+    def cell(row: Mapping[str, Any], column: str) -> str:
+        return _cell(row.get(column), short=True).replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"# {title}", "", note, "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(cell(row, c) for c in shown) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(
+    sweep_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_METRICS, direction: str = "maximize"
+) -> tuple[Path, Path]:
+    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return their paths.
+
+    The Markdown table leaves out the long ``overrides`` and ``dir`` columns and names the best job by
+    ``returned`` (``direction``: ``maximize`` or ``minimize``).
+    """
+    sweep_dir = Path(sweep_dir)
+    columns, rows = summarise_sweep(sweep_dir, metrics)
+    csv_path, md_path = sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: _cell(row.get(c)) for c in columns} for row in rows)
+    _write_atomic(csv_path, text.getvalue())
+
+    done = [r for r in rows if r["returned"] is not None]
+    sign = -1 if direction == "minimize" else 1
+    best = max(done, key=lambda r: sign * r["returned"], default=None)
+    metric = next((r["optimized_metric"] for r in rows if r.get("optimized_metric")), None)
+    note = (
+        f"{len(rows)} jobs, {sum(r['status'] == 'COMPLETED' for r in rows)} completed. "
+        f"`returned`: what each job returned to the sweeper ({metric or 'optimized_metric'}); "
+        f"the metric columns: the last value each job logged."
+    )
+    if best is not None:
+        note += f" Best ({direction}): job {best['job']}, returned {_cell(best['returned'], short=True)}."
+    _write_atomic(md_path, _markdown(columns, rows, f"Sweep {sweep_dir.name}", note))
+    return csv_path, md_path

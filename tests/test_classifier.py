@@ -1,0 +1,30 @@
+"""The LightningModule: ten-view averaging (section 4.1) and the best accuracy kept across resumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.models.alexnet import AlexNet
+from src.models.classifier import TowerClassifier
+
+
+def test_best_validation_accuracy_travels_in_checkpoints() -> None:
+    module = TowerClassifier(AlexNet(num_classes=2))
+    module.val_acc_best(torch.tensor(0.8))
+    resumed = TowerClassifier(AlexNet(num_classes=2))
+    resumed.load_state_dict(module.state_dict())
+    assert resumed.val_acc_best.compute().item() == pytest.approx(0.8)
+
+
+def test_several_views_average_the_softmax() -> None:
+    torch.manual_seed(0)
+    module = TowerClassifier(AlexNet(num_classes=3)).eval()
+    views = torch.randn(2, 10, 3, 224, 224)
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        loss, probabilities = module._step((views, labels))
+        expected = F.softmax(module(views.flatten(0, 1)), dim=-1).view(2, 10, 3).mean(1)
+    torch.testing.assert_close(probabilities, expected)
+    torch.testing.assert_close(loss, F.nll_loss(expected.log(), labels))

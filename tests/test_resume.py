@@ -1,0 +1,317 @@
+"""Resuming runs (``src/utils/resume.py``) and saving on SIGTERM (``src/callbacks/preemption.py``).
+
+The end-to-end tests run ``python src/train.py`` in a subprocess on the tiny synthetic set with a small net
+(so checkpoints are 1 MB, not 455 MB): one run is killed with SIGKILL at the start of its second epoch and
+resumed with ``ckpt_path=last``; another gets SIGTERM in its first epoch and is resumed from the checkpoint
+file it saved. Both check the merged W&B (and CSV) logs: every epoch validated once, no step logged twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from src.callbacks.preemption import PREEMPTED_EXIT_CODE
+from src.data.datamodule import ImageDataModule
+from src.utils.resume import (
+    RUN_ID_FILE,
+    merge_overrides,
+    resolve_checkpoint,
+    rewrite_command_line,
+    wandb_run_id,
+)
+from src.utils.wandb_offline import find_offline_runs, iter_records, read_history, wait_until_finished
+from tests.conftest import CONF, ROOT, run_env
+from tests.test_train import TINY_DATA
+
+SMALL_NET = ["model.conv_widths=[16,32,48,48,32]", "model.fc_width=64"]  # 121 K parameters
+KILL_AT_EPOCH = "TEST_KILL_AT_EPOCH"  # KillAtEpochStart: SIGKILL this process when that epoch starts
+PACE_SECONDS = "TEST_PACE_SECONDS"  # Pace: sleep this long after each training batch
+STARTED = "training_started"  # Pace touches <run dir>/training_started at the first training batch
+
+
+class KillAtEpochStart(L.Callback):
+    """Dies by SIGKILL (no handler, no cleanup: a node failure) 3 s into epoch ``$TEST_KILL_AT_EPOCH``.
+
+    The 3 s stand for the time an epoch takes: W&B writes its log to disk every second (``src/train.py``).
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = os.environ.get(KILL_AT_EPOCH)
+        if epoch is not None and trainer.current_epoch == int(epoch):
+            time.sleep(3)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Pace(L.Callback):
+    """Marks the start of training with a file and slows training batches by ``$TEST_PACE_SECONDS``."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        (Path(trainer.default_root_dir) / STARTED).touch()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        time.sleep(float(os.environ.get(PACE_SECONDS, "0")))
+
+
+def train_command(tmp_path: Path, *args: str) -> list[str]:
+    paths = [f"paths.log_dir={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}"]
+    data = [*TINY_DATA, *SMALL_NET, f"data.root={tmp_path / 'synthetic'}"]
+    return [sys.executable, str(ROOT / "src" / "train.py"), *paths, *data, *args]
+
+
+def run_train(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_command(tmp_path, *args),
+        cwd=tmp_path,
+        env=run_env(tmp_path) | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def start_paced_run(tmp_path: Path, *args: str, timeout: float) -> subprocess.Popen:
+    """A 2-epoch training subprocess that sleeps 1 s after each batch, once its first batch has run."""
+    pace = ["+callbacks.pace._target_=tests.test_resume.Pace", "trainer.max_epochs=2"]
+    process = subprocess.Popen(
+        train_command(tmp_path, *args, *pace),
+        cwd=tmp_path, env=run_env(tmp_path) | {PACE_SECONDS: "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not list((tmp_path / "outputs").glob(f"train/runs/*/{STARTED}")):
+        assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    return process
+
+
+def the_run_dir(tmp_path: Path) -> Path:
+    (found,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    return found
+
+
+def merged_history(run: Path, finished: int) -> list[dict]:
+    """The history rows of all the run's W&B offline folders, in order; the last ``finished`` folders must
+    hold their exit record (a SIGKILLed process leaves none)."""
+    folders = find_offline_runs(run)
+    for folder in folders[len(folders) - finished :]:
+        wait_until_finished(folder)
+    return [row for folder in folders for row in read_history(folder)]
+
+
+def assert_each_epoch_once(rows: list[dict], epochs: int, steps_per_epoch: int) -> None:
+    """val/acc once per epoch at that epoch's last step, no training step logged twice."""
+    validated = [(row["epoch"], row["trainer/global_step"]) for row in rows if "val/acc" in row]
+    assert validated == [(e, (e + 1) * steps_per_epoch - 1) for e in range(epochs)]
+    train_steps = [row["trainer/global_step"] for row in rows if "train/loss_step" in row]
+    assert len(train_steps) == len(set(train_steps)), f"a step logged twice: {sorted(train_steps)}"
+    assert set(train_steps) <= set(range(epochs * steps_per_epoch))
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# -- what ckpt_path means, without training ------------------------------------------------------------
+
+
+def fake_run(runs: Path, name: str, overrides: list[str], written: float | None = 1.0) -> Path:
+    """A run folder with its overrides and, unless ``written`` is None, a last.ckpt of that mtime."""
+    run = runs / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / "checkpoints").mkdir()
+    if written is not None:
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+        os.utime(run / "checkpoints" / "last.ckpt", (written, written))
+    return run
+
+
+def test_last_resumes_the_latest_checkpoint_in_its_run_folder_and_config(tmp_path: Path) -> None:
+    runs = tmp_path / "outputs" / "train" / "runs"
+    fake_run(runs, "2026-01-01_10-00-00-000000", ["model=one_tower"], written=1_000)
+    # started earlier than the next, but resumed since: its last.ckpt is the latest
+    newest = fake_run(
+        runs,
+        "2026-01-02_10-00-00-000000",
+        ["model=four_tower", "+trainer.max_time=1", "seed=3"],
+        written=3_000,
+    )
+    fake_run(runs, "2026-01-03_10-00-00-000000", ["model=two_tower"], written=2_000)
+    fake_run(runs, "2026-01-04_10-00-00-000000", ["model=two_tower"], written=None)  # no checkpoint yet
+    log_dir = f"paths.log_dir={tmp_path / 'outputs'}"
+    argv = [log_dir, "ckpt_path=last", "trainer.max_time=2", "seed=4"]
+    rewritten = rewrite_command_line(argv, CONF)
+    assert rewritten == [
+        "model=four_tower",
+        log_dir,
+        "ckpt_path=last",
+        "++trainer.max_time=2",  # replaces a saved +key: still applies
+        "seed=4",  # the new command line wins
+        f"hydra.run.dir={newest}",
+    ]
+    # The DDP rank Lightning starts re-runs the rewritten command line plus its own hydra overrides.
+    child = [*rewritten, f'hydra.run.dir="{newest}"', "hydra.job.name=train_ddp_process_1"]
+    assert rewrite_command_line(child, CONF) == [*rewritten[:-1], f'hydra.run.dir="{newest}"', child[-1]]
+
+
+def test_last_with_no_run_to_resume_names_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=f"no run under {tmp_path / 'outputs' / 'train' / 'runs'}"):
+        rewrite_command_line([f"paths.log_dir={tmp_path / 'outputs'}", "ckpt_path=last"], CONF)
+
+
+def test_given_run_dir_and_checkpoint_paths(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = fake_run(runs, "a", ["model=one_tower"])
+    # hydra.run.dir given: that run, its overrides, no second hydra.run.dir
+    argv = [f"hydra.run.dir={run}", "ckpt_path=last"]
+    assert rewrite_command_line(argv, CONF) == ["model=one_tower", *argv]
+    # a checkpoint in <run>/checkpoints/ continues that run; a run folder means its last.ckpt
+    for ckpt in (run / "checkpoints" / "last.ckpt", run):
+        assert rewrite_command_line([f"ckpt_path={ckpt}"], CONF) == [
+            "model=one_tower", f"ckpt_path={ckpt}", f"hydra.run.dir={run}"
+        ]  # fmt: skip
+    # branching: a checkpoint of one run, written into another folder, with the first run's config
+    argv = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'branch'}"]
+    assert rewrite_command_line(argv, CONF) == ["model=one_tower", *argv]
+    # a file outside a run folder, no ckpt_path, or a multirun: the command line is left alone
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes(b"")
+    for argv in (
+        [f"ckpt_path={loose}"],
+        ["seed=1"],
+        ["-m", "ckpt_path=last", "seed=1,2"],
+        ["ckpt_path=null"],
+    ):
+        assert rewrite_command_line(argv, CONF) == argv
+
+
+def test_resolve_checkpoint(tmp_path: Path) -> None:
+    assert resolve_checkpoint(None, tmp_path) is None
+    assert resolve_checkpoint("last", tmp_path) is None  # nothing yet: a new run in this folder
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resolve_checkpoint("last", tmp_path) == last
+    assert resolve_checkpoint(str(tmp_path), tmp_path / "elsewhere") == last
+    with pytest.raises(FileNotFoundError, match="no_such.ckpt"):
+        resolve_checkpoint(str(tmp_path / "no_such.ckpt"), tmp_path)
+
+
+def test_merge_overrides_keeps_one_value_per_key() -> None:
+    saved = ["model=one_tower", "+a.b=1", "trainer.max_epochs=3", "~callbacks.progress_bar"]
+    new = ["trainer.max_epochs=5", "a.b=2", "model=four_tower"]
+    assert merge_overrides(saved, new) == [
+        "~callbacks.progress_bar", "trainer.max_epochs=5", "++a.b=2", "model=four_tower"
+    ]  # fmt: skip
+
+
+def test_wandb_run_id_from_the_file_or_the_newest_folder(tmp_path: Path) -> None:
+    assert wandb_run_id(tmp_path) is None
+    for name in ("offline-run-20260101_100000-old1", "run-20260102_100000-new2", "offline-run-x-bad"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    assert wandb_run_id(tmp_path) == "new2"
+    (tmp_path / RUN_ID_FILE).write_text("kept3\n")
+    assert wandb_run_id(tmp_path) == "kept3"
+
+
+def test_global_batch_splits_over_devices_and_accumulation(tmp_path: Path) -> None:
+    dm = ImageDataModule(root=tmp_path, num_classes=2, batch_size=128)
+    assert (
+        dm.device_batch_size(1) == 128 and dm.device_batch_size(2) == 64 and dm.device_batch_size(4, 2) == 16
+    )
+    with pytest.raises(
+        ValueError, match=r"data.batch_size=128 \(the global batch\) does not divide by 3 devices"
+    ):
+        dm.device_batch_size(3)
+    with pytest.raises(ValueError, match="2 devices x 3 accumulated batches = 6"):
+        dm.device_batch_size(2, 3)
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_killed_after_its_first_epoch_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
+    hard_kill = ["+callbacks.kill._target_=tests.test_resume.KillAtEpochStart", "logger=[wandb,csv]"]
+    killed = run_train(tmp_path, "trainer.max_epochs=3", *hard_kill, env={KILL_AT_EPOCH: "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = the_run_dir(tmp_path)
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0
+    run_id = (run / RUN_ID_FILE).read_text().strip()
+
+    # Only ckpt_path=last: the run's folder, its overrides (max_epochs=3, both loggers) and W&B run.
+    command = [sys.executable, str(ROOT / "src" / "train.py"), f"paths.log_dir={tmp_path / 'outputs'}"]
+    resumed = subprocess.run(
+        [*command, "ckpt_path=last"], cwd=tmp_path, env=run_env(tmp_path), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert the_run_dir(tmp_path) == run  # no second run folder
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in resumed.stdout
+    assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    assert "trainer.max_epochs=3" in overrides and "ckpt_path=last" in overrides
+
+    final = checkpoint(run / "checkpoints" / "last.ckpt")
+    steps_per_epoch = 3  # 18 training images, batch 8
+    assert (final["epoch"], final["global_step"]) == (2, 3 * steps_per_epoch)
+    # The plateau scheduler went on (saved before epoch 2's step: the steps of epochs 0 and 1, as in a run
+    # never stopped), epoch 0's step included, which Lightning skips when it resumes from an epoch's end.
+    assert final["lr_schedulers"][0]["last_epoch"] == 2
+    assert "took the scheduler step of epoch 0" in resumed.stdout
+
+    folders = find_offline_runs(run)
+    assert [f.name.rsplit("-", 1)[1] for f in folders] == [run_id, run_id]  # the same W&B run, twice
+    assert f"wandb sync {folders[0]} {folders[1]}" in resumed.stdout
+    assert_each_epoch_once(merged_history(run, finished=1), epochs=3, steps_per_epoch=steps_per_epoch)
+
+    # CSV: a new version per process; together every epoch validated once.
+    csv_rows = [
+        row for f in sorted(run.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(f.open())
+    ]
+    assert sorted(int(row["epoch"]) for row in csv_rows if row.get("val/acc")) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
+    process = start_paced_run(tmp_path, timeout=120)
+    process.send_signal(signal.SIGTERM)  # in the first of 3 batches of epoch 0 (or the pause after it)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    run = the_run_dir(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    saved = checkpoint(last)
+    assert saved["epoch"] == 0 and saved["global_step"] in (1, 2)  # mid-epoch, at a batch end
+    assert not (run / "checkpoints" / "epoch_000.ckpt").exists() and not list(
+        run.glob("checkpoints/.*")
+    )  # no partial file
+    assert f"saved {last}" in stdout and f"hydra.run.dir={run} ckpt_path=last" in stderr
+    (first,) = find_offline_runs(run)
+    records = list(iter_records(wait_until_finished(first)))
+    assert "preempting" in {r.WhichOneof("record_type") for r in records}
+    assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [
+        PREEMPTED_EXIT_CODE
+    ]
+
+    # Resume from the checkpoint file itself: it lies in <run>/checkpoints/, so the run goes on there.
+    resumed = run_train(tmp_path, f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert the_run_dir(tmp_path) == run
+    final = checkpoint(last)
+    assert (final["epoch"], final["global_step"]) == (1, 6)  # epoch 0 finished its batches, then epoch 1
+    folders = find_offline_runs(run)
+    assert len({f.name.rsplit("-", 1)[1] for f in folders}) == 1 and len(folders) == 2
+    rows = merged_history(run, finished=2)
+    assert_each_epoch_once(rows, epochs=2, steps_per_epoch=3)
+    logged = {row["trainer/global_step"] for row in rows if "train/loss_step" in row}
+    assert len(set(range(6)) - logged) == 1  # the batch the run stopped at is the only step not logged
