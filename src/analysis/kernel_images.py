@@ -11,15 +11,17 @@ Everything returned is ``uint8`` (H, W, 3): the logger (W&B) shows float images 
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from src.utils.atomic import write_atomic
 
 __all__ = ["BAND_VALUE", "DEFAULT_COLUMNS", "PAD_VALUE", "kernel_grid", "save_png", "towers_figure"]
 
@@ -136,12 +138,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    png = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(png, format="PNG")
+    return write_atomic(path, png.getvalue())

@@ -25,8 +25,7 @@ scalars go to every logger, at the step of the validation metrics.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import lightning as L
@@ -39,6 +38,7 @@ from PIL import Image
 from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_model_kernels
 from src.analysis.kernel_images import kernel_grid, save_png, towers_figure
 from src.analysis.runs import score_histogram
+from src.utils.atomic import write_atomic
 
 FIGURE_KEY = "kernels/figure3"
 ANIMATION_FRAME_MS = 500
@@ -130,20 +130,19 @@ def write_animation(frames: list[Path], path: Path) -> Path | None:
     if not frames:
         return None
     images = [Image.open(frame).convert("RGB") for frame in frames]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".gif")
-    os.close(fd)
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=ANIMATION_FRAME_MS, loop=0)
-    os.replace(tmp, path)
-    return path
+    gif = io.BytesIO()
+    images[0].save(
+        gif, format="GIF", save_all=True, append_images=images[1:], duration=ANIMATION_FRAME_MS, loop=0
+    )
+    return write_atomic(path, gif.getvalue())
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def histogram_image(stats: TowerColourStats) -> np.ndarray:

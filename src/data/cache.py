@@ -64,6 +64,7 @@ import numpy as np
 
 from src.data.images import IMAGE_SIZE, load_square_rgb
 from src.data.layouts import LabelledFiles
+from src.utils.atomic import write_atomic
 
 try:
     import fcntl
@@ -376,7 +377,7 @@ def _build(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         }
-        _write_atomic(partial / META_FILE, json.dumps(meta, indent=1).encode())
+        write_atomic(partial / META_FILE, json.dumps(meta, indent=1).encode())
     meta = json.loads((partial / META_FILE).read_text())
     shutil.rmtree(partial / CHUNKS_DIR, ignore_errors=True)
     for name in (BUILD_FILE, JOURNAL_FILE):
@@ -411,7 +412,7 @@ def _prepare_partial(partial: Path, build: dict[str, Any]) -> None:
     (partial / CHUNKS_DIR).mkdir()
     with open(partial / IMAGES_FILE, "wb") as handle:
         handle.truncate(build["files"] * build["image_size"] ** 2 * 3)  # sparse until written
-    _write_atomic(partial / BUILD_FILE, json.dumps(build).encode())  # last: the folder is now usable
+    write_atomic(partial / BUILD_FILE, json.dumps(build).encode())  # last: the folder is now usable
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -473,7 +474,7 @@ def _decode_pending(
     def record(start: int, stop: int, result: tuple[np.ndarray, ...]) -> None:
         ok, sums, products, reasons = result
         buffer = _npz_bytes(start=start, stop=stop, ok=ok, sums=sums, products=products, reasons=reasons)
-        _write_atomic(partial / CHUNKS_DIR / f"{start:010d}.npz", buffer)
+        write_atomic(partial / CHUNKS_DIR / f"{start:010d}.npz", buffer)
 
     pool, running = None, {}  # future -> (start, stop)
     if workers > 1:
@@ -601,24 +602,16 @@ def _compact(images_path: Path, ok: np.ndarray, slot: int, journal: Path) -> Non
 
 
 def _write_journal(journal: Path, k: int) -> None:
-    _write_atomic(journal, str(k).encode())
+    write_atomic(journal, str(k).encode())
 
 
 def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
     lines = ["path\treason"] + [f"{_one_field(p)}\t{_one_field(r)}" for p, r in skipped]
-    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
 def _one_field(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers (and a resumed build) see all of it or nothing."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
 
 
 def _npz_bytes(**arrays: Any) -> bytes:

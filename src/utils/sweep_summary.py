@@ -47,6 +47,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src.utils.atomic import write_atomic
+
 __all__ = [
     "JOB_RESULT",
     "SweepSummary",
@@ -145,7 +147,7 @@ class SweepSummary(Callback):
             "overrides": list(config.hydra.overrides.task),
         }
         job_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(job_dir / JOB_RESULT, json.dumps(result, indent=2) + "\n")
+        write_atomic(job_dir / JOB_RESULT, json.dumps(result, indent=2) + "\n")
         try:
             write_summary(_sweep_dir(config), self.metrics, _direction(config))
         except Exception as error:  # the summary must never fail the job it summarises
@@ -168,13 +170,6 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError, RuntimeError):
         return None
     return None if math.isnan(number) else number
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _job_key(path: Path) -> tuple[int, str]:
@@ -371,7 +366,7 @@ def write_summary(
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({c: _cell(row.get(c)) for c in columns} for row in rows)
-    _write_atomic(csv_path, text.getvalue())
+    write_atomic(csv_path, text.getvalue())
 
     done = [r for r in rows if r["returned"] is not None]
     sign = -1 if direction == "minimize" else 1
@@ -384,5 +379,5 @@ def write_summary(
     )
     if best is not None:
         note += f" Best ({direction}): job {best['job']}, returned {_cell(best['returned'], short=True)}."
-    _write_atomic(md_path, _markdown(columns, rows, f"Sweep {sweep_dir.name}", note))
+    write_atomic(md_path, _markdown(columns, rows, f"Sweep {sweep_dir.name}", note))
     return csv_path, md_path
