@@ -36,6 +36,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE, PreemptionCheckpoint  # noqa: E402
+from src.data.datamodule import data_shards  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.utils.resume import (  # noqa: E402
     LAST,
@@ -101,7 +102,7 @@ def check_batch_size(datamodule: L.LightningDataModule, trainer: L.Trainer) -> N
     """Fail before any process starts if the global batch does not split over the devices."""
     split = getattr(datamodule, "device_batch_size", None)
     if callable(split):
-        split(trainer.num_devices * trainer.num_nodes, trainer.accumulate_grad_batches)
+        split(data_shards(trainer), trainer.accumulate_grad_batches)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 import wandb
 from lightning.pytorch.loggers import WandbLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -65,15 +66,21 @@ class TowerKernelMonitor(L.Callback):
         return Path(trainer.default_root_dir) / "kernels"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step == 0 and trainer.is_global_zero:  # before training, not when resuming
-            stats = self.snapshot(trainer, pl_module, epochs_done=0)
+        if trainer.global_step > 0:  # resumed: the snapshot before training exists
+            return
+        kernels = self.kernels(pl_module)
+        if trainer.is_global_zero:
+            stats = self.snapshot(trainer, kernels, epochs_done=0)
             for logger in trainer.loggers:
                 logger.log_metrics(stats.log_dict() | {"epoch": 0}, step=0)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        stats = self.snapshot(trainer, pl_module, epochs_done=trainer.current_epoch + 1)
+        kernels = self.kernels(pl_module)
+        if not trainer.is_global_zero:
+            return
+        stats = self.snapshot(trainer, kernels, epochs_done=trainer.current_epoch + 1)
         # Through Lightning, so the scores share a step (and a CSV row) with val/acc.
         pl_module.log_dict(stats.log_dict(), rank_zero_only=True)
 
@@ -81,11 +88,13 @@ class TowerKernelMonitor(L.Callback):
         if trainer.is_global_zero and self.last_stats is not None:
             self.log_summary(trainer, self.last_stats)
 
-    def snapshot(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int
-    ) -> TowerColourStats:
+    def kernels(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
+        """Each tower's kernels of the watched layer, on the CPU. Call it on every rank: under
+        ``trainer=towers`` each device holds one tower and the kernels are gathered."""
+        return [k.float().cpu() for k in pl_module.net.tower_kernels(self.layer)]
+
+    def snapshot(self, trainer: L.Trainer, kernels: list[torch.Tensor], epochs_done: int) -> TowerColourStats:
         """Scores of the kernels as they are now; their pictures to files and to W&B."""
-        kernels = [k.float().cpu() for k in pl_module.net.tower_kernels(self.layer)]
         stats = stats_for_model_kernels(kernels, self.threshold)
         self.last_stats = stats
         images = {f"kernels/tower{t}": kernel_grid(k, scale=self.scale) for t, k in enumerate(kernels)}

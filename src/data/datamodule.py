@@ -35,6 +35,13 @@ from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
 NORMALIZATIONS = ("mean", "mean_std")
 
 
+def data_shards(trainer: L.Trainer) -> int:
+    """Into how many parts each global batch is split: the number of processes under DDP, 1 on one device
+    and under ``trainer=towers``, whose devices all see the whole batch (``src/strategies/towers.py``)."""
+    sampler_kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+    return int(sampler_kwargs.get("num_replicas", trainer.world_size))
+
+
 def split_by_source(
     labels: list[int] | np.ndarray, val_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
@@ -149,16 +156,20 @@ class ImageDataModule(L.LightningDataModule):
         return self.batch_size // shares
 
     def _split_batch(self) -> None:
-        """Set the per-device batch from the trainer's devices; rank 0 says once how it split."""
+        """Set the per-device batch from the trainer's data shards; rank 0 says once how it split."""
         trainer = self.trainer
-        world_size = trainer.world_size if trainer is not None else 1
+        shards = data_shards(trainer) if trainer is not None else 1
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
-        self.per_device_batch_size = self.device_batch_size(world_size, accumulate)
-        if (world_size, accumulate) != self._reported_batch and (trainer is None or trainer.is_global_zero):
-            devices = f"{world_size} device{'s' if world_size > 1 else ''}"
+        self.per_device_batch_size = self.device_batch_size(shards, accumulate)
+        if (shards, accumulate) != self._reported_batch and (trainer is None or trainer.is_global_zero):
             steps = f" x {accumulate} accumulated" if accumulate > 1 else ""
-            print(f"batch: {self.batch_size} global = {devices}{steps} x {self.per_device_batch_size}")
-        self._reported_batch = (world_size, accumulate)
+            if trainer is not None and shards != trainer.world_size:  # trainer=towers: model parallel
+                each = f"the same {self.per_device_batch_size} images on each of {trainer.world_size} towers"
+                print(f"batch: {self.batch_size} global{steps}, {each}")
+            else:
+                devices = f"{shards} device{'s' if shards > 1 else ''}"
+                print(f"batch: {self.batch_size} global = {devices}{steps} x {self.per_device_batch_size}")
+        self._reported_batch = (shards, accumulate)
 
     @property
     def has_test_split(self) -> bool:

@@ -169,6 +169,7 @@ class TowerParallelAlexNet(nn.Module):
         fc_width: int = PAPER_FC_WIDTH,
         dropout: float = DROPOUT,
         group: dist.ProcessGroup | None = None,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         conv_widths = tuple(int(w) for w in conv_widths)
@@ -177,6 +178,7 @@ class TowerParallelAlexNet(nn.Module):
             raise ValueError(f"rank must be in [0, {towers}) for {towers} towers, got {rank}")
         self.num_classes, self.towers, self.rank = num_classes, towers, rank
         self.conv_widths, self.fc_width, self.dropout = conv_widths, fc_width, dropout
+        self.init = init  # how the grouped net it was cut from was initialised (recorded, not applied)
         _, c2, _, _, c5 = conv_widths  # all towers together: what conv3 and fc6 read
         t1, t2, t3, t4, t5 = (w // towers for w in conv_widths)  # this tower's share
         fc_own = fc_width // towers
@@ -250,6 +252,23 @@ class TowerParallelAlexNet(nn.Module):
             "dropout": self.dropout,
         }
 
+    def config(self) -> dict[str, Any]:
+        """As ``AlexNet.config``: the grouped net's arguments (a gathered checkpoint rebuilds ``AlexNet``)."""
+        return self.grouped_config() | {"init": self.init}
+
+    @torch.no_grad()
+    def tower_kernels(self, name: str = "conv1") -> list[torch.Tensor]:
+        """Every tower's slice of layer ``name``'s weights, on every rank, as ``AlexNet.tower_kernels`` gives.
+
+        A collective (an all-gather of one layer's weights): call it on every rank.
+        """
+        if name == "fc8":
+            raise KeyError("fc8 belongs to no tower: its outputs are the classes")
+        weight = self.layer(name).weight.detach().contiguous()
+        parts = [torch.empty_like(weight) for _ in range(self.towers)]
+        dist.all_gather(parts, weight, group=self.group)
+        return parts
+
     def replicated_parameters(self) -> list[nn.Parameter]:
         """The parameters every rank holds in full (fc8's)."""
         return [p for name in REPLICATED_LAYERS for p in self.layer(name).parameters()]
@@ -292,7 +311,7 @@ def from_grouped(
         raise ValueError(f"net has {net.towers} towers, asked to split it into {towers}")
     first = next(net.parameters())
     model = TowerParallelAlexNet(
-        net.num_classes, towers, rank, net.conv_widths, net.fc_width, net.dropout, group=group
+        net.num_classes, towers, rank, net.conv_widths, net.fc_width, net.dropout, group=group, init=net.init
     ).to(device=first.device, dtype=first.dtype)
     shard = {name: shard_of(name, t, rank, towers) for name, t in net.state_dict().items()}
     model.load_state_dict(shard)
@@ -309,28 +328,34 @@ def to_grouped(shards: Sequence[Mapping[str, torch.Tensor]]) -> OrderedDict[str,
     return OrderedDict((name, merge_shards(name, [s[name] for s in shards])) for name in names)
 
 
+def gather_grouped(
+    shards: Mapping[str, torch.Tensor], group: dist.ProcessGroup | None = None, dst: int = 0
+) -> OrderedDict[str, torch.Tensor] | None:
+    """The grouped tensors on rank ``dst`` (``None`` on the others) from every rank's ``shards``: tensors
+    named as ``AlexNet``'s state_dict entries (a prefix such as ``net.`` is allowed), the same names in the
+    same order on every rank. A collective: call it on every rank. Replicated tensors (fc8's) do not travel:
+    ``dst``'s copy is taken."""
+    rank, world = _world(group)
+    merged: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for name, tensor in shards.items():
+        if is_replicated(name):
+            merged[name] = tensor.detach().clone()
+            continue
+        tensor = tensor.detach().contiguous()
+        parts = [torch.empty_like(tensor) for _ in range(world)] if rank == dst else None
+        dist.gather(tensor, parts, dst=dst, group=group)
+        if parts is not None:
+            merged[name] = merge_shards(name, parts)
+    return merged if rank == dst else None
+
+
 def gather_grouped_state(model: TowerParallelAlexNet, dst: int = 0) -> OrderedDict[str, torch.Tensor] | None:
     """The grouped ``AlexNet`` state_dict on rank ``dst`` (``None`` on the others); call it on every rank.
 
     Only the split tensors travel (fc8 is taken from ``dst``'s replica): a checkpoint written from it loads
     into the single-device ``AlexNet`` and, through ``from_grouped``, back into the towers.
     """
-    rank, world = _world(model.group)
-    state = model.state_dict()
-    if rank == dst:
-        gathered: dict[str, list[torch.Tensor]] = {}
-        for name, tensor in state.items():
-            if is_replicated(name):
-                gathered[name] = [tensor.detach().clone()]
-                continue
-            parts = [torch.empty_like(tensor) for _ in range(world)]
-            dist.gather(tensor.contiguous(), parts, dst=dst, group=model.group)
-            gathered[name] = parts
-        return OrderedDict((name, merge_shards(name, parts)) for name, parts in gathered.items())
-    for name, tensor in state.items():
-        if not is_replicated(name):
-            dist.gather(tensor.contiguous(), None, dst=dst, group=model.group)
-    return None
+    return gather_grouped(model.state_dict(), group=model.group, dst=dst)
 
 
 def same_on_every_rank(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> bool:
