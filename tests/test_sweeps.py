@@ -174,6 +174,15 @@ def test_a_key_only_some_jobs_override_is_a_column(tmp_path: Path) -> None:
     assert [r["optimizer.lr"] for r in rows] == [None, "0.001"]
 
 
+def test_appended_keys_and_quoted_values_are_columns_by_their_key(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, ["+trainer.limit_train_batches=2", "tags='a'"], returned=0.5)
+    fake_job(sweep, 1, ["+trainer.limit_train_batches=4", "tags='b'"], returned=0.6)
+    columns, rows = summarise_sweep(sweep)
+    assert "trainer.limit_train_batches" in columns and "+trainer.limit_train_batches" not in columns
+    assert [(r["trainer.limit_train_batches"], r["tags"]) for r in rows] == [("2", "a"), ("4", "b")]
+
+
 def test_metrics_come_from_the_checkpoint_without_a_log(tmp_path: Path) -> None:
     job = tmp_path / "0"
     (job / "checkpoints").mkdir(parents=True)

@@ -48,6 +48,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.atomic import write_atomic
+from src.utils.resume import override_key, override_value
 
 __all__ = [
     "JOB_RESULT",
@@ -296,11 +297,6 @@ def read_job(job_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_M
     return row
 
 
-def _split_override(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key, value
-
-
 def summarise_sweep(
     sweep_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_METRICS
 ) -> tuple[list[str], list[dict[str, Any]]]:
@@ -312,7 +308,7 @@ def summarise_sweep(
     """
     jobs = [read_job(job, metrics) for job in find_jobs(sweep_dir)]
     for job in jobs:
-        job["_pairs"] = dict(_split_override(o) for o in job["overrides"])
+        job["_pairs"] = {override_key(o): override_value(o) for o in job["overrides"]}
     keys = list(dict.fromkeys(key for job in jobs for key in job["_pairs"]))  # in order of appearance
     # None stands for "not overridden", which differs from every value given on the command line
     varying = [k for k in keys if len({job["_pairs"].get(k) for job in jobs}) > 1]
