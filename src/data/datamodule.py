@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.data.cache import ImageCache, build_cache
+from src.data.datasets import prepare_dataset
 from src.data.layouts import find_labelled_images
 from src.data.lighting import PCA_STD, PCALighting
 from src.data.synthetic import generate_dataset
@@ -82,6 +83,8 @@ class ImageDataModule(L.LightningDataModule):
         cache_workers: processes decoding images into the cache (``None``: one per CPU).
         generate: when given, ``prepare_data`` writes the built-in synthetic dataset to ``root`` with these
             arguments of ``src.data.synthetic.generate_dataset``.
+        source: when given, ``prepare_data`` first downloads, verifies and lays out a real dataset in ``root``
+            with these arguments of ``src.data.datasets.prepare_dataset`` (``conf/data/petimages.yaml``, ...).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         cache_workers: int | None = None,
         generate: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
@@ -130,6 +134,7 @@ class ImageDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.cache_workers = cache_workers
         self.generate = dict(generate) if generate else None
+        self.source = dict(source) if source else None
         self.classes: list[str] = []
         self.datasets: dict[str, CachedViews] = {}
         self.lighting: PCALighting | None = None
@@ -192,10 +197,12 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Generate the synthetic set if asked, and build the caches (Lightning: one process per node).
+        """Download and lay out, or generate, the dataset if asked; build the caches (one process per node).
 
         Only the splits present are cached: a fit without ``train/`` stops in ``setup``, naming the folder.
         """
+        if self.source is not None:
+            prepare_dataset(self.root, **self.source)
         if self.generate is not None:
             generate_dataset(self.root, **self.generate)
         for split in ("train", "test"):

@@ -1,0 +1,373 @@
+"""Real datasets: download, verify, extract, and lay out as ``<root>/train`` (and ``<root>/test``).
+
+``prepare_dataset(root, dataset, files, ...)`` is what ``ImageDataModule.prepare_data`` runs when the data
+config has a ``source`` (``conf/data/petimages.yaml`` and friends), and so what ``python src/prepare.py
+data=<name>`` and the first training run do. The recipes:
+
+=============  ===========================================================================================
+``petimages``  Microsoft's ``kagglecatsanddogs_5340.zip``: ``PetImages/{Cat,Dog}/*`` -> ``train/{Cat,Dog}/``
+               (folders layout). Every file goes, ``Thumbs.db`` and the undecodable ``Cat/666.jpg``
+               included: the cache skips them and lists them in ``skipped.tsv`` (``cache.py``). No test set.
+``kaggle``     Kaggle's Dogs vs Cats ``train.zip`` (or the competition's ``dogs-vs-cats.zip`` holding it,
+               or an unzipped ``train/`` folder) from a local path (Kaggle needs a login):
+               ``train/cat.N.jpg`` -> ``train/cat.N.jpg`` (kaggle layout). ``test1/`` has no labels.
+``oxford_pets`` Oxford-IIIT Pet ``images.tar.gz`` + ``annotations.tar.gz``: the official lists
+               ``annotations/trainval.txt`` -> ``train/<class>/``, ``test.txt`` -> ``test/<class>/``; the
+               class is the species (``target: species``: cat, dog) or the breed (``target: breeds``: 37,
+               the image name up to its last ``_``).
+``imagenette`` fast.ai's ``imagenette2[-320|-160].tgz``: ``train/<wnid>/`` -> ``train/<wnid>/``, the official
+               ``val/<wnid>/`` -> ``test/<wnid>/`` (the validation set is split off ``train/`` as usual).
+=============  ===========================================================================================
+
+Where the files go (all under ``data/`` by default):
+
+- ``downloads/<file>``: the verified archives (``download.py``), kept so that a layout can be redone
+  without the network; delete them to get the disk back.
+- ``extracted/<archive>/``: each archive, extracted safely and atomically (``archives.py``).
+- ``<root>/``: the layout, made of **hard links** to the extracted files: no second copy on disk, and
+  both Oxford layouts (species, breeds) share one extraction. Where a hard link is impossible (another
+  filesystem), the file is copied, and the summary says so. The layout is built in ``<root>.partial/``,
+  gets ``prepared.json`` (what it was made from, per-split counts) and is renamed to ``<root>``: a root
+  with ``prepared.json`` is complete.
+
+A ``<root>`` that already has ``train/`` or ``test/`` but no ``prepared.json`` was laid out by hand; it is
+used as it is (so ``data=kaggle`` works on a ``train/`` you unzipped yourself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.data.archives import ExtractLimits, extract_archive
+from src.data.download import RetryPolicy, check_hashes, fetch
+from src.utils.atomic import write_atomic
+
+MARKER = "prepared.json"
+SPLITS = ("train", "test")
+KAGGLE_HELP = (
+    "Kaggle's Dogs vs Cats needs a Kaggle account: accept the rules at "
+    "https://www.kaggle.com/c/dogs-vs-cats, then download train.zip from "
+    "https://www.kaggle.com/c/dogs-vs-cats/data, or with the Kaggle API: "
+    "`kaggle competitions download -c dogs-vs-cats` (gives dogs-vs-cats.zip, which holds train.zip). "
+    "Then run `python src/prepare.py data=kaggle data.source.path=/path/to/train.zip` (the zip, or the "
+    "unzipped train/ folder). Without a login, data=petimages downloads the same photos from Microsoft."
+)
+
+
+@dataclass
+class Sources:
+    """What a recipe gets its files from: configured downloads, extracted on demand, and local archives."""
+
+    dataset: str  # names the extracted folders, so that two datasets' images.tar.gz never meet
+    files: Mapping[str, Mapping[str, Any]]
+    download_dir: Path
+    extract_dir: Path
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: ExtractLimits = field(default_factory=ExtractLimits)
+    progress: bool = True
+
+    def archive(self, role: str) -> Path:
+        """The verified download of ``files[role]`` (``url``, ``sha256``, optionally ``md5``)."""
+        if role not in self.files:
+            raise KeyError(f"data.source.files has no {role!r} entry (it has {sorted(self.files)})")
+        spec = self.files[role]
+        if not spec.get("url"):
+            raise ValueError(f"data.source.files.{role}.url is not set")
+        name = Path(spec["url"].split("?")[0]).name
+        return fetch(
+            spec["url"],
+            self.download_dir / name,
+            sha256=spec.get("sha256"),
+            md5=spec.get("md5"),
+            policy=self.retry,
+            progress=self.progress,
+            pin_key=f"data.source.files.{role}.sha256",
+        )
+
+    def tree(self, role: str) -> Path:
+        """``files[role]`` downloaded and extracted: the folder holding its members."""
+        archive = self.archive(role)
+        return extract_archive(archive, self.extract_dir / f"{self.dataset}-{_stem(archive)}", self.limits)
+
+    def local_tree(self, archive: Path, sha256: str | None = None, pin_key: str | None = None) -> Path:
+        """A local archive (not downloaded: Kaggle's), extracted. With ``pin_key`` its hash is checked
+        against ``sha256`` (or printed, to pin it); without, it is not hashed (an archive inside another)."""
+        inside = f"{archive.parent.name}-" if pin_key is None else ""
+        target = self.extract_dir / f"{self.dataset}-{inside}{_stem(archive)}"
+        if pin_key is not None:
+            check_hashes(archive, {"sha256": sha256}, archive.name, str(archive), pin_key)
+        return extract_archive(archive, target, self.limits)
+
+
+def _stem(archive: Path) -> str:
+    name = archive.name
+    for suffix in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class Layout:
+    """Fills ``<partial root>/<split>/...`` with hard links (or copies) and counts what went where."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.counts: dict[str, Counter[str]] = {}
+        self.copied = 0
+
+    def add(self, source: Path, split: str, *relative: str) -> None:
+        """Put ``source`` at ``<out>/<split>/<relative...>``; ``relative[0]`` is the class when it is a
+        folder, else the file name itself (kaggle layout: counted under its label, the name's first part)."""
+        dest = self.out.joinpath(split, *relative)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, dest)
+        except OSError:  # another filesystem, or one without hard links
+            shutil.copy2(source, dest)
+            self.copied += 1
+        label = relative[0] if len(relative) > 1 else relative[0].split(".")[0]
+        self.counts.setdefault(split, Counter())[label] += 1
+
+    def add_folder(self, folder: Path, split: str, label: str) -> None:
+        """Every visible file of ``folder`` into class ``label`` (the cache judges which ones decode)."""
+        for source in sorted(folder.iterdir()):
+            if source.is_file() and not source.name.startswith("."):
+                self.add(source, split, label, source.name)
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {split: dict(sorted(counts.items())) for split, counts in self.counts.items()}
+
+
+def _need_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist: expected {what}")
+    return path
+
+
+def _find(tree: Path, name: str, what: str) -> Path:
+    """``tree/name``, or ``tree/<folder>/name`` (archives that wrap their content in a folder)."""
+    for candidate in (tree / name, *(child / name for child in sorted(tree.iterdir()) if child.is_dir())):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"{tree} has no {name}: expected {what}")
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+
+
+def lay_out_petimages(sources: Sources, layout: Layout) -> None:
+    pets = _find(
+        sources.tree("archive"),
+        "PetImages",
+        "PetImages/Cat and PetImages/Dog, as in kagglecatsanddogs_5340.zip",
+    )
+    for label in ("Cat", "Dog"):
+        layout.add_folder(_need_dir(pets / label, f"the {label} images of PetImages"), "train", label)
+
+
+def lay_out_kaggle(
+    sources: Sources, layout: Layout, path: str | None = None, sha256: str | None = None
+) -> None:
+    if not path:
+        raise FileNotFoundError(f"data.source.path is not set. {KAGGLE_HELP}")
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise FileNotFoundError(f"data.source.path={given} does not exist. {KAGGLE_HELP}")
+    if given.is_dir():
+        folder = given if any(given.glob("cat.*")) else _find(given, "train", "a train/ folder of cat.N.jpg")
+    else:
+        tree = sources.local_tree(given, sha256, "data.source.sha256")
+        if not any(tree.glob("*/cat.*")) and any(tree.glob("train.zip")):  # Kaggle's dogs-vs-cats.zip
+            tree = sources.local_tree(tree / "train.zip")
+        folder = _find(tree, "train", "train/cat.0.jpg ... train/dog.12499.jpg, as in Kaggle's train.zip")
+    for source in sorted(folder.iterdir()):
+        if source.is_file() and not source.name.startswith("."):
+            layout.add(source, "train", source.name)
+
+
+OXFORD_TARGETS = ("species", "breeds")
+OXFORD_LISTS = {"train": "trainval.txt", "test": "test.txt"}  # the official split
+OXFORD_SPECIES = {1: "cat", 2: "dog"}
+
+
+def read_oxford_list(path: Path) -> list[tuple[str, int, int, int]]:
+    """(image, class id, species, breed id) per line of an Oxford-IIIT Pet list (``#`` lines are comments).
+
+    ValueError naming the file and line when a line is not ``Image CLASS-ID SPECIES BREED-ID``.
+    """
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        try:
+            image, class_id, species, breed_id = fields[0], *map(int, fields[1:])
+            if len(fields) != 4 or species not in OXFORD_SPECIES:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{path}:{number}: expected 'Image CLASS-ID SPECIES BREED-ID' with SPECIES 1 (cat) or "
+                f"2 (dog), got {line!r}"
+            ) from None
+        rows.append((image, class_id, species, breed_id))
+    return rows
+
+
+def lay_out_oxford_pets(sources: Sources, layout: Layout, target: str = "species") -> None:
+    if target not in OXFORD_TARGETS:
+        raise ValueError(
+            f"data.source.target={target!r} is not known; choose one of {', '.join(OXFORD_TARGETS)}"
+        )
+    images = _find(sources.tree("images"), "images", "images/<Breed>_<n>.jpg, as in images.tar.gz")
+    annotations = _find(sources.tree("annotations"), "annotations", "annotations/trainval.txt and test.txt")
+    for split, list_name in OXFORD_LISTS.items():
+        listed = annotations / list_name
+        if not listed.is_file():
+            raise FileNotFoundError(f"{listed} does not exist: expected the official {split} list")
+        rows = read_oxford_list(listed)
+        missing = [image for image, *_ in rows if not (images / f"{image}.jpg").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} images listed in {listed} are not in {images}, e.g. {missing[0]}.jpg"
+            )
+        for image, _, species, _ in rows:
+            label = OXFORD_SPECIES[species] if target == "species" else image.rsplit("_", 1)[0]
+            layout.add(images / f"{image}.jpg", split, label, f"{image}.jpg")
+
+
+IMAGENETTE_SPLITS = {"train": "train", "test": "val"}  # ours: theirs (val is the official held-out set)
+
+
+def lay_out_imagenette(
+    sources: Sources, layout: Layout, size: str = "px320", sizes: Mapping[str, Any] | None = None
+) -> None:
+    if sizes is not None and size not in sizes:
+        raise ValueError(f"data.source.size={size!r} is not known; choose one of {', '.join(sizes)}")
+    tree = sources.tree("archive")
+    for ours, theirs in IMAGENETTE_SPLITS.items():
+        split = _find(tree, theirs, f"{theirs}/<wnid>/*.JPEG, as in fast.ai's imagenette2 archives")
+        for class_dir in sorted(p for p in split.iterdir() if p.is_dir()):
+            layout.add_folder(class_dir, ours, class_dir.name)
+
+
+RECIPES: dict[str, Callable[..., None]] = {
+    "petimages": lay_out_petimages,
+    "kaggle": lay_out_kaggle,
+    "oxford_pets": lay_out_oxford_pets,
+    "imagenette": lay_out_imagenette,
+}
+# The options that change what a layout holds: a prepared root made with others is refused. (Where the
+# files came from, kaggle's path say, does not count: the next run may not repeat it.)
+LAYOUT_OPTIONS = {"oxford_pets": ("target",), "imagenette": ("size",)}
+
+
+# --------------------------------------------------------------------------------------------- prepare
+
+
+def _plain(value: Any) -> Any:
+    """Mappings (an OmegaConf DictConfig included) as plain dicts, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def prepare_dataset(
+    root: str | Path,
+    dataset: str,
+    files: Mapping[str, Any] | None = None,
+    download: Mapping[str, Any] | None = None,
+    extract: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Make ``root`` hold ``dataset`` laid out for ``ImageDataModule``; return what ``prepared.json`` says.
+
+    Args:
+        root: the dataset folder (``data.root``).
+        dataset: the recipe, one of ``RECIPES``.
+        files: role -> ``{url, sha256, md5}`` of the archives the recipe downloads.
+        download: ``dir`` (where archives go), ``attempts``, ``backoff_s``, ``timeout_s``, ``progress``.
+        extract: ``dir`` (where archives are extracted), ``max_gb``, ``max_members``.
+        options: the recipe's own settings (``target`` for oxford_pets, ``path`` for kaggle, ...).
+    """
+    root = Path(root)
+    if dataset not in RECIPES:
+        raise ValueError(f"data.source.dataset={dataset!r} is not known; choose one of {', '.join(RECIPES)}")
+    options = _plain(options)
+    recipe = {"dataset": dataset, "options": {k: options.get(k) for k in LAYOUT_OPTIONS.get(dataset, ())}}
+    marker = root / MARKER
+    if marker.is_file():
+        made = json.loads(marker.read_text())
+        if {"dataset": made.get("dataset"), "options": made.get("options")} != recipe:
+            raise ValueError(
+                f"{root} was prepared as {made.get('dataset')} {made.get('options')}, not "
+                f"{recipe['dataset']} {recipe['options']}: set data.root to another folder, or delete {root} "
+                "to prepare it again"
+            )
+        print(f"{dataset}: {root} is ready ({_describe(made['splits'])})")
+        return made
+    if any((root / split).is_dir() for split in SPLITS):
+        print(f"{dataset}: using {root} as it is (laid out by hand: it has no {MARKER})")
+        return {**recipe, "splits": {}}
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} exists but holds neither train/ nor test/ nor {MARKER}: move it away or set data.root "
+            "to another folder"
+        )
+
+    download, extract = _plain(download or {}), _plain(extract or {})
+    data_dir = root.parent
+    sources = Sources(
+        dataset=dataset,
+        files=_plain(files or {}),
+        download_dir=Path(download.get("dir") or data_dir / "downloads"),
+        extract_dir=Path(extract.get("dir") or data_dir / "extracted"),
+        retry=RetryPolicy(
+            attempts=int(download.get("attempts", 5)),
+            backoff_s=float(download.get("backoff_s", 2.0)),
+            timeout_s=float(download.get("timeout_s", 60.0)),
+        ),
+        limits=ExtractLimits(
+            max_bytes=int(float(extract.get("max_gb", 20)) * 1e9),
+            max_members=int(extract.get("max_members", 200_000)),
+        ),
+        progress=bool(download.get("progress", True)),
+    )
+    partial = root.with_name(root.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    layout = Layout(partial)
+    try:
+        RECIPES[dataset](sources, layout, **options)
+        if not layout.counts:
+            raise ValueError(f"{dataset}: the recipe found no files to lay out")
+        sources_used = {role: spec.get("url") for role, spec in sources.files.items()}
+        if options.get("path"):
+            sources_used["path"] = str(options["path"])
+        made = {**recipe, "sources": sources_used, "splits": layout.summary(), "copied": layout.copied}
+        write_atomic(partial / MARKER, json.dumps(made, indent=1) + "\n")
+        if root.exists():  # an empty folder (anything else was refused above)
+            root.rmdir()
+        os.replace(partial, root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    how = f"{layout.copied:,} copied (another filesystem)" if layout.copied else "hard links, no extra disk"
+    print(f"{dataset}: laid out {root}: {_describe(made['splits'])}; {how}")
+    return made
+
+
+def _describe(splits: Mapping[str, Mapping[str, int]]) -> str:
+    parts = []
+    for split, counts in splits.items():
+        total = sum(counts.values())
+        shown = ", ".join(f"{name} {n:,}" for name, n in list(counts.items())[:4])
+        more = ", ..." if len(counts) > 4 else ""
+        parts.append(f"{split} {total:,} files in {len(counts)} classes ({shown}{more})")
+    return "; ".join(parts)

@@ -1,0 +1,57 @@
+"""Get a dataset ready: ``python src/prepare.py data=<name> [data.source....=...]``.
+
+Runs the data config's ``prepare_data``, exactly what the first training run with that config does:
+download and verify the archives, extract them safely, lay the images out in ``data.root``
+(``src/data/datasets.py``), and build the offline cache (``src/data/cache.py``). Doing it apart from
+training lets a researcher fetch the data once, on a machine with internet, and see what it holds.
+
+    python src/prepare.py data=petimages
+    python src/prepare.py data=kaggle data.source.path=~/Downloads/train.zip
+    python src/prepare.py data=oxford_pets_breeds
+    python src/prepare.py data=imagenette data.source.size=px160
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
+if str(PROJECT_ROOT) not in sys.path:  # `python src/prepare.py` puts src/, not the root, on the path
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.data.layouts import find_labelled_images  # noqa: E402
+
+
+def prepare(cfg: DictConfig) -> dict[str, dict[str, int]]:
+    """Prepare ``cfg.data``; return, per split present, the number of files in each class."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    found: dict[str, dict[str, int]] = {}
+    for split in ("train", "test"):
+        folder = Path(datamodule.root) / split
+        if not folder.is_dir():
+            continue
+        files = find_labelled_images(folder, datamodule.layout)
+        found[split] = {name: files.labels.count(i) for i, name in enumerate(files.classes)}
+        print(f"{split}: {len(files):,} files in {len(files.classes)} classes, {folder}")
+    return found
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    prepare(cfg)
+    hydra_cfg = HydraConfig.get()
+    same_data = [f"data={hydra_cfg.runtime.choices.get('data')}"]  # and the overrides that shape the data
+    same_data += [o for o in hydra_cfg.overrides.task if o.startswith(("data.", "paths.data_dir"))]
+    print(f"ready: python src/train.py {' '.join(same_data)}")
+
+
+if __name__ == "__main__":
+    main()
