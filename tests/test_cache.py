@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from src.data import cache as cache_module
+from src.data import images as images_module
 from src.data.cache import (
     CACHE_VERSION,
     ImageCache,
@@ -27,7 +28,7 @@ from src.data.cache import (
     fingerprint,
     open_cache,
 )
-from src.data.images import load_square_rgb
+from src.data.images import DECODER, load_square_rgb
 from src.data.layouts import LabelledFiles, find_labelled_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +178,9 @@ def test_second_build_decodes_nothing_and_changes_make_new_caches(
     key = fingerprint(files, 256)
     assert fingerprint(files, 256) == key and len(key) == 16
     assert fingerprint(files, 224) != key
+    monkeypatch.setattr(cache_module, "DECODER", "Pillow 1.0; resize: Pillow BILINEAR")  # another decoder
+    assert fingerprint(files, 256) != key
+    monkeypatch.undo()
     assert fingerprint(LabelledFiles(files.paths, files.labels[::-1], files.classes), 256) != key
     assert fingerprint(LabelledFiles(files.paths, files.labels, ["kitten", "puppy"]), 256) != key
     stat = os.stat(files.paths[0])
@@ -349,15 +353,16 @@ def test_bad_files_are_skipped_and_reported_odd_ones_converted(
     assert np.abs(centre - (250, 200, 10)).max() <= 3
 
     resized_from = []
-    resize = Image.Image.resize
+    centre_square = images_module.centre_square
 
-    def spy(image: Image.Image, *args: object, **kwargs: object) -> Image.Image:
-        resized_from.append(image.size)
-        return resize(image, *args, **kwargs)
+    def spy(pixels: np.ndarray, size: int) -> np.ndarray:
+        resized_from.append(pixels.shape)
+        return centre_square(pixels, size)
 
-    monkeypatch.setattr(Image.Image, "resize", spy)
-    load_square_rgb(huge_jpeg)
-    assert resized_from == [(1500, 1125)]  # draft mode decoded it at 1/8 scale (~0.07 s, not ~1 s)
+    monkeypatch.setattr(images_module, "centre_square", spy)
+    for decoder in ("auto", "pil"):  # both decoded it at 1/8 scale, in the DCT domain (~0.07 s, not ~1 s)
+        load_square_rgb(huge_jpeg, decoder=decoder)
+    assert resized_from == [(1125, 1500, 3)] * 2
 
     junk = tmp_path / "junk"
     junk.mkdir()
@@ -392,6 +397,13 @@ def test_open_cache_names_what_is_not_a_cache(tmp_path: Path) -> None:
     assert open_cache(cache.folder).paths == cache.paths
     meta = json.loads((cache.folder / "meta.json").read_text())
     assert meta["version"] == CACHE_VERSION and meta["count"] == 4 and meta["labels"] == [0, 0, 1, 1]
+    assert meta["decoder"] == DECODER and "simplejpeg" in DECODER and "torch" in DECODER
+    (cache.folder / "meta.json").write_text(json.dumps(meta | {"version": 1}))  # decoded by Pillow alone
+    with pytest.raises(
+        ValueError, match="image cache of version 1, this code reads version 2; build it again"
+    ):
+        open_cache(cache.folder)
+    (cache.folder / "meta.json").write_text(json.dumps(meta))
     with open(cache.folder / "images.u8", "r+b") as handle:
         handle.truncate(1000)
     with pytest.raises(ValueError, match="damaged image cache"):
