@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from bench.common import Row, median_rate
 from src.data.cache import build_cache
-from src.data.images import IMAGE_SIZE, load_square_rgb
+from src.data.images import load_square_rgb, pillow_square
 from src.data.layouts import LabelledFiles, find_labelled_images
 from src.data.synthetic import generate_dataset
 from src.data.views import CachedViews
@@ -99,22 +99,6 @@ def photo_set(count: int, size: tuple[int, int] = PHOTO_SIZE, quality: int = PHO
         )
     paths = [folder / f"{i:06d}.jpg" for i in range(count)]
     return LabelledFiles(paths, [i % 2 for i in range(count)], ["cat", "dog"])
-
-
-def pillow_square(path: str | Path, size: int = IMAGE_SIZE, draft: bool = True) -> np.ndarray:
-    """The cache's version 1 decode: Pillow (draft mode if ``draft``) and Pillow's BILINEAR resize."""
-    with Image.open(path) as image:
-        width, height = image.size
-        if draft:
-            gap = 2 * size / min(width, height)
-            image.draft("RGB", (math.ceil(width * gap), math.ceil(height * gap)))
-        image = image.convert("RGB")
-        width, height = image.size
-        scale = size / min(width, height)
-        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
 DECODE_PATHS: dict[str, Callable[[Path], np.ndarray]] = {

@@ -16,7 +16,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from src.data import images
-from src.data.images import MAX_PIXELS, ImageDecodeError, centre_square, draft_scale, load_square_rgb
+from src.data.images import (
+    MAX_PIXELS,
+    ImageDecodeError,
+    centre_square,
+    draft_scale,
+    load_square_rgb,
+    pillow_square,
+)
 
 
 def photo(width: int, height: int, seed: int) -> Image.Image:
@@ -35,21 +42,6 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
 def save_jpeg(image: Image.Image, path: Path, **options: object) -> Path:
     image.save(path, "JPEG", **({"quality": 90} | options))
     return path
-
-
-def pillow_square(path: Path, size: int = 256) -> np.ndarray:
-    """Cache version 1's decode: Pillow in draft mode, then Pillow's BILINEAR resize and the centre crop."""
-    with Image.open(path) as image:
-        width, height = image.size
-        gap = 2 * size / min(width, height)
-        image.draft("RGB", (math.ceil(width * gap), math.ceil(height * gap)))
-        image = image.convert("RGB")
-        width, height = image.size
-        scale = size / min(width, height)
-        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        left, top = (new_w - size) // 2, (new_h - size) // 2
-        return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
 @pytest.fixture
