@@ -71,6 +71,12 @@ class AlexNet(nn.Module):
         fc_width: neurons of fc6 and fc7, all towers together.
         dropout: dropout probability on the inputs of fc6 and fc7.
         init: ``"paper"`` (section 5) or ``"kaiming"`` (He et al. 2015, zero biases).
+        channels_last: keep weights and activations in NHWC memory order (inputs are converted in
+            ``forward``). The same outputs, within float rounding; oneDNN's bf16 convolutions on CPUs are
+            faster in this order. Not part of ``config()``: it says how to run the net, not what it is.
+        compile: ask for ``torch.compile``; ``TowerClassifier.configure_model`` applies it (in every process,
+            with ``nn.Module.compile``, so parameter names and checkpoints stay those of the plain net).
+            Also not part of ``config()``.
     """
 
     def __init__(
@@ -81,6 +87,8 @@ class AlexNet(nn.Module):
         fc_width: int = PAPER_FC_WIDTH,
         dropout: float = DROPOUT,
         init: str = "kaiming",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         conv_widths = tuple(int(w) for w in conv_widths)
@@ -130,8 +138,14 @@ class AlexNet(nn.Module):
         )
         self.init = init
         self.reset_parameters(init)
+        self.channels_last = channels_last
+        self.compile_requested = compile
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x)
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))

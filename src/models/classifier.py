@@ -39,6 +39,8 @@ class TowerClassifier(L.LightningModule):
             ``None`` for a module that only evaluates.
         scheduler: a partial taking the optimizer, or ``None`` for a constant learning rate.
         scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` watches.
+        compile: ``torch.compile`` the network in ``configure_model``; ``None`` does what the net asks
+            (``net.compile_requested``, set by ``model.compile`` in the config).
     """
 
     def __init__(
@@ -47,10 +49,13 @@ class TowerClassifier(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_monitor: str = "val/acc",
+        compile: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
+        self.compile_net = getattr(net, "compile_requested", False) if compile is None else compile
+        self._net_compiled = False
         num_classes = net.num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -58,6 +63,16 @@ class TowerClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
+
+    def configure_model(self) -> None:
+        """Compile the network once, in the process that trains it (a spawned DDP rank compiles its own copy).
+
+        ``nn.Module.compile`` compiles ``self.net``'s forward in place: unlike ``torch.compile(self.net)`` it
+        adds no ``_orig_mod.`` wrapper, so the checkpoint's parameter names are the plain net's.
+        """
+        if self.compile_net and not self._net_compiled:
+            compile_in_place(self.net)
+            self._net_compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -131,6 +146,27 @@ class TowerClassifier(L.LightningModule):
                 "interval": "epoch",
             },
         }
+
+
+def compile_in_place(net: torch.nn.Module) -> None:
+    """``net.compile()``, working around a silent Inductor bug in torch 2.13 first.
+
+    Inductor (2.13) rewrites max-pooling's backward as a ``scatter_add`` and, in some fused graphs, drops
+    the scatter: a compiled conv -> ReLU -> max-pool -> linear chain then gets zero gradients for every layer
+    below the pool (``tests/test_compile.py`` has a case). Inductor's own lowering of the op, which it uses
+    anyway in deterministic mode, is correct; removing the rewrite from Inductor's table makes it use that.
+    """
+    try:
+        from torch._inductor import decomposition
+    except ImportError:  # no Inductor: torch.compile will say so
+        pass
+    else:
+        rewrite = getattr(torch.ops.aten.max_pool2d_with_indices_backward, "default", None)
+        if decomposition.decompositions.pop(rewrite, None) is not None:  # process-wide, for this op only
+            cached_table = getattr(decomposition, "fast_random_decomps", None)
+            if hasattr(cached_table, "cache_clear"):
+                cached_table.cache_clear()  # a cached copy of the table
+    net.compile()
 
 
 def load_network(checkpoint_path: str | Path) -> AlexNet:

@@ -13,19 +13,41 @@ implementations.
 On two GPUs each GPU normalised its own kernel maps: the neighbours of a map never come from the other tower.
 A plain ``nn.LocalResponseNorm`` over all 96 conv1 maps would let maps 46-47 of tower 0 see maps 48-49 of
 tower 1, so here the channels are split into ``towers`` equal groups and each group is normalised alone.
+
+Speed. ``F.local_response_norm`` builds the window sum from a padded copy and a 3-d average pool, and autograd
+differentiates every step: on the conv1 activation at batch 32 (32x96x55x55) that is about 300 ms forward and
+backward on a 2-core CPU, a third of a training step. ``tower_local_response_norm`` computes the same formula
+in a handful of elementwise passes, with a hand-written backward. Writing ``s_i = k + alpha/n * sum_{j in
+W(i)} a_j^2`` for the scale and ``b_i = a_i s_i^-beta`` for the output,
+
+    d loss / d a_m = g_m s_m^-beta - (2 alpha beta / n) a_m sum_{i : m in W(i)} g_i b_i / s_i
+
+(the second sum runs over the maps whose window holds ``m``: the same window, mirrored). It keeps the input,
+the output and the scale for the backward pass; the input and output are kept alive anyway (by the ReLU
+before and the max-pool after), so the scale is the only extra activation. On the conv1 activation at batch
+32 that is ~20 elementwise passes, about 4x faster than ``nn.LocalResponseNorm`` (``make bench``).
+
+bf16 (autocast): the scale ``2 + 2e-5 * sum`` differs from 2 by less than bf16 can resolve near 2 (its
+spacing there is 1/64) for all but large activations, so it is always computed in fp32, and the output is
+the fp32 result rounded once to the input's dtype. The backward then keeps fp32 copies of input and output.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 # Section 3.3: "k = 2, n = 5, alpha = 10^-4, and beta = 0.75".
 LRN_SIZE = 5
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
 LRN_K = 2.0
+
+_MAP_DIM = 2  # the channel dimension of the (batch, towers, maps per tower, ...) view
 
 
 class TowerLocalResponseNorm(nn.Module):
@@ -47,12 +69,122 @@ class TowerLocalResponseNorm(nn.Module):
         self.k = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.towers == 1:
-            return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
-        n, c, h, w = x.shape
-        per_tower = x.reshape(n * self.towers, c // self.towers, h, w)
-        out = F.local_response_norm(per_tower, self.size, self.alpha, self.beta, self.k)
-        return out.reshape(n, c, h, w)
+        return tower_local_response_norm(x, self.towers, self.size, self.alpha, self.beta, self.k)
 
     def extra_repr(self) -> str:
         return f"towers={self.towers}, size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+def tower_local_response_norm(
+    x: torch.Tensor,
+    towers: int = 1,
+    size: int = LRN_SIZE,
+    alpha: float = LRN_ALPHA,
+    beta: float = LRN_BETA,
+    k: float = LRN_K,
+) -> torch.Tensor:
+    """LRN of ``x`` (batch, channels, ...) over the channels of each of ``towers`` equal channel groups.
+
+    ``towers=1`` is ``F.local_response_norm(x, size, alpha, beta, k)``; any memory format works.
+    """
+    if x.dim() < 3:
+        raise ValueError(
+            f"LRN needs a (batch, channels, ...) input with spatial dims, got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] % towers:
+        raise ValueError(f"{x.shape[1]} channels do not split into {towers} equal towers")
+    return _TowerLRN.apply(x, towers, size, alpha, beta, k)
+
+
+def reference_local_response_norm(
+    x: torch.Tensor,
+    towers: int = 1,
+    size: int = LRN_SIZE,
+    alpha: float = LRN_ALPHA,
+    beta: float = LRN_BETA,
+    k: float = LRN_K,
+) -> torch.Tensor:
+    """The same as ``tower_local_response_norm``, by ``F.local_response_norm`` on each tower (slow; tests)."""
+    n, c = x.shape[:2]
+    per_tower = x.reshape(n * towers, c // towers, *x.shape[2:])
+    return F.local_response_norm(per_tower, size, alpha, beta, k).reshape(x.shape)
+
+
+class _TowerLRN(torch.autograd.Function):
+    """Forward and backward of tower LRN in a few elementwise passes (formulas in the module docstring)."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float
+    ) -> torch.Tensor:
+        maps = _tower_view(x, towers).to(_compute_dtype(x))  # a copy only for bf16/fp16 input
+        squares = torch.addcmul(maps.new_zeros(()), maps, maps, value=alpha / size)  # one pass: alpha/n a^2
+        scale = torch.add(squares, k)
+        _add_window_(scale, squares, before=size // 2, after=(size - 1) // 2)
+        out = _inverse_power(scale, beta, out=squares).mul_(maps)  # the squares' buffer, reused
+        # For fp32 input, x and out are the tensors the ReLU before and the max-pool after keep anyway. For
+        # bf16 input, keeping their fp32 versions saves two conversions (and allocations) in the backward.
+        ctx.save_for_backward(maps, out, scale)
+        ctx.lrn = (size, alpha, beta)
+        return out.to(x.dtype).flatten(1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        maps, out, scale = ctx.saved_tensors
+        size, alpha, beta = ctx.lrn
+        # Mixed-dtype elementwise ops are ~10x slower on CPU than converting first, so convert first.
+        grad_maps = grad.unflatten(1, maps.shape[1:3]).to(scale.dtype)
+        ratio = torch.div(out, scale).mul_(grad_maps)  # g_i b_i / s_i
+        grad_x = _inverse_power(scale, beta).mul_(grad_maps)  # g_m s_m^-beta
+        # - 2 alpha beta / n * a_m * (sum of ratio_i over the maps i whose window holds m: the mirror window)
+        _add_window_products_(grad_x, maps, ratio, -2.0 * alpha * beta / size, (size - 1) // 2, size // 2)
+        return grad_x.to(grad.dtype).flatten(1, 2), None, None, None, None, None
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """fp32 for bf16/fp16 input: near k = 2 their spacing (1/64 for bf16) would swallow the sum."""
+    return torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+
+
+def _tower_view(x: torch.Tensor, towers: int) -> torch.Tensor:
+    """(batch, channels, ...) as (batch, towers, channels per tower, ...), a view in any memory format."""
+    return x.unflatten(1, (towers, x.shape[1] // towers))
+
+
+def _add_window_(total: torch.Tensor, terms: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Add to ``total[..., i, ...]`` the ``terms`` of maps ``i - before .. i + after`` other than ``i``.
+
+    Shifted slices of the map axis: windows are clipped at each tower's first and last map, never crossing
+    into the next tower. ``total`` must already hold ``terms[i]`` (or ``terms[i]`` plus a constant).
+    """
+    maps = terms.shape[_MAP_DIM]
+    for shift in range(1, min(before, maps - 1) + 1):
+        total.narrow(_MAP_DIM, shift, maps - shift).add_(terms.narrow(_MAP_DIM, 0, maps - shift))
+    for shift in range(1, min(after, maps - 1) + 1):
+        total.narrow(_MAP_DIM, 0, maps - shift).add_(terms.narrow(_MAP_DIM, shift, maps - shift))
+    return total
+
+
+def _add_window_products_(
+    total: torch.Tensor, factor: torch.Tensor, terms: torch.Tensor, value: float, before: int, after: int
+) -> torch.Tensor:
+    """Add ``value * factor[i] * terms[j]`` to ``total[i]`` for the maps ``j = i - before .. i + after``."""
+    maps = terms.shape[_MAP_DIM]
+    total.addcmul_(factor, terms, value=value)
+    for shift in range(1, min(before, maps - 1) + 1):
+        total.narrow(_MAP_DIM, shift, maps - shift).addcmul_(
+            factor.narrow(_MAP_DIM, shift, maps - shift), terms.narrow(_MAP_DIM, 0, maps - shift), value=value
+        )
+    for shift in range(1, min(after, maps - 1) + 1):
+        total.narrow(_MAP_DIM, 0, maps - shift).addcmul_(
+            factor.narrow(_MAP_DIM, 0, maps - shift), terms.narrow(_MAP_DIM, shift, maps - shift), value=value
+        )
+    return total
+
+
+def _inverse_power(scale: torch.Tensor, beta: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale ** -beta`` into ``out``; the paper's beta = 3/4 as 1 / sqrt(s * sqrt(s)), cheaper than pow."""
+    if beta == 0.75:
+        return torch.sqrt(scale, out=out).mul_(scale).rsqrt_()
+    return torch.pow(scale, -beta, out=out)
