@@ -38,10 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.common import Row, autocast, interleaved_rates, keep_freed_memory, sync
+from bench.common import Row, autocast, interleaved_rates, sync
 from src.models.alexnet import AlexNet
 from src.models.classifier import compile_in_place
 from src.models.lrn import TowerLocalResponseNorm, reference_local_response_norm
+from src.utils.memory import keep_freed_memory
 
 CPU_BATCH = 32
 GPU_BATCH = 256
