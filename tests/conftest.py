@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -29,6 +30,19 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.data_dir = str(output_dir / "data")
     return cfg
+
+
+def quiet_trainer(max_steps: int, **options: object) -> L.Trainer:
+    """A CPU Trainer for a few test steps: no logger, checkpoints, progress bar, summary or sanity check."""
+    quiet = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(max_steps=max_steps, **(quiet | options))
 
 
 def run_env(home: Path) -> dict[str, str]:

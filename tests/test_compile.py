@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import lightning as L
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -13,7 +12,7 @@ from torch._dynamo.utils import counters
 from src.models.alexnet import AlexNet
 from src.models.classifier import TowerClassifier, compile_in_place, load_network
 from src.train import build_module
-from tests.conftest import compose_train
+from tests.conftest import compose_train, quiet_trainer
 from tests.test_precision import SIZE, SMALL, separable_batches, sgd
 
 
@@ -24,14 +23,7 @@ def test_compiled_training_writes_plain_checkpoints(tmp_path: Path) -> None:
     counters.clear()
     module = TowerClassifier(AlexNet(2, towers=2, compile=True, **SMALL), optimizer=sgd)
     plain_names = set(AlexNet(2, towers=2, **SMALL).state_dict())
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(3)
     before = module.net.layer("conv1").weight.detach().clone()
     trainer.fit(module, train_dataloaders=separable_batches())
     assert counters["stats"]["unique_graphs"] > 0  # dynamo compiled the net's forward

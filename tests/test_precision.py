@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from src.models.alexnet import AlexNet
 from src.models.classifier import TowerClassifier
+from tests.conftest import quiet_trainer
 
 SMALL = {"conv_widths": (16, 32, 48, 48, 32), "fc_width": 64}  # the paper's wiring at a fraction of its width
 SIZE = 67  # conv1 11/4 (padding 2) -> 16 -> pool 7 -> 7 -> pool 3 -> pool5 1; the adaptive pool makes 6x6
@@ -29,17 +30,7 @@ def sgd(params, **_):
 
 
 def trainer(precision: str, steps: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision=precision,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    return quiet_trainer(steps, devices=1, precision=precision)
 
 
 def losses(module: TowerClassifier, data: DataLoader) -> list[float]:

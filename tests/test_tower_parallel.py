@@ -78,7 +78,7 @@ def test_to_grouped_inverts_from_grouped(towers: int) -> None:
     assert list(state) == list(net.state_dict())
     for name, tensor in net.state_dict().items():
         assert torch.equal(state[name], tensor), name
-    rebuilt = AlexNet(**from_grouped(net, 0).grouped_config())
+    rebuilt = AlexNet(**from_grouped(net, 0).config())
     rebuilt.load_state_dict(state)  # strict: the checkpoint loads into the single-device net
 
 

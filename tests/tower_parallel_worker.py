@@ -39,7 +39,7 @@ def load_model(inputs: dict[str, Any], rank: int) -> TowerParallelAlexNet:
 
 def wrong_rank_error(model: TowerParallelAlexNet, x: torch.Tensor) -> str:
     """The error of a forward pass by the other rank's tower on this rank (before any collective)."""
-    config = model.grouped_config() | {"rank": (model.rank + 1) % model.towers}
+    config = model.config() | {"rank": (model.rank + 1) % model.towers}
     try:
         TowerParallelAlexNet(**config).to(x.dtype)(x)
     except RuntimeError as error:

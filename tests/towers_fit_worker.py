@@ -30,6 +30,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from src.models.alexnet import AlexNet  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.strategies.towers import TowerParallelStrategy  # noqa: E402
+from tests.conftest import quiet_trainer  # noqa: E402
 
 WIDTHS = (16, 32, 48, 48, 32)  # divisible by 2 towers; small enough for a quick CPU run
 FC_WIDTH = 64
@@ -44,8 +45,8 @@ def batches() -> DataLoader:
     return DataLoader(TensorDataset(images, labels), batch_size=BATCH, shuffle=False)
 
 
-def module() -> TowerClassifier:
-    torch.manual_seed(0)
+def module(seed: int = 0) -> TowerClassifier:
+    torch.manual_seed(seed)
     net = AlexNet(3, towers=2, conv_widths=WIDTHS, fc_width=FC_WIDTH, dropout=0.0)
     optimizer = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
     return TowerClassifier(net, optimizer=optimizer)
@@ -53,28 +54,14 @@ def module() -> TowerClassifier:
 
 def trainer(mode: str, steps: int) -> L.Trainer:
     parallel = {"devices": 2, "strategy": TowerParallelStrategy()} if mode == "towers" else {"devices": 1}
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # Lightning would shuffle the training batches under a strategy
-        **parallel,
-    )
+    # Lightning would shuffle the training batches under a strategy: keep the loader's fixed order.
+    return quiet_trainer(steps, use_distributed_sampler=False, **parallel)
 
 
 def resume(mode: str, checkpoint: Path, out: Path) -> None:
     """A fresh module (other weights until ``checkpoint`` is loaded) trained on from it to step 4."""
     second = trainer(mode, 4)
-    torch.manual_seed(123)
-    fresh = TowerClassifier(
-        AlexNet(3, towers=2, conv_widths=WIDTHS, fc_width=FC_WIDTH, dropout=0.0),
-        optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4),
-    )
-    second.fit(fresh, train_dataloaders=batches(), ckpt_path=checkpoint, weights_only=False)
+    second.fit(module(seed=123), train_dataloaders=batches(), ckpt_path=checkpoint, weights_only=False)
     second.save_checkpoint(out, weights_only=False)  # every rank: the gather is collective
 
 

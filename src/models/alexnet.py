@@ -152,14 +152,7 @@ class AlexNet(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The constructor's arguments: enough to rebuild this net from a checkpoint's weights."""
-        return {
-            "num_classes": self.num_classes,
-            "towers": self.towers,
-            "conv_widths": list(self.conv_widths),
-            "fc_width": self.fc_width,
-            "dropout": self.dropout,
-            "init": self.init,
-        }
+        return network_config(self)
 
     def layer(self, name: str) -> nn.Conv2d | nn.Linear:
         """The conv or fc layer called ``name`` (``conv1`` .. ``conv5``, ``fc6`` .. ``fc8``)."""
@@ -170,9 +163,7 @@ class AlexNet(nn.Module):
 
         For ``conv1`` of the paper's net: two tensors of shape (48, 3, 11, 11), the kernels of figure 3.
         """
-        if name == "fc8":
-            raise KeyError("fc8 belongs to no tower: its outputs are the classes")
-        weight = self.layer(name).weight.detach()
+        weight = tower_layer_weight(self, name)
         return list(weight.chunk(self.towers, dim=0))
 
     @torch.no_grad()
@@ -190,6 +181,25 @@ class AlexNet(nn.Module):
             else:
                 nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
+
+
+def network_config(net: nn.Module) -> dict[str, Any]:
+    """``AlexNet``'s constructor arguments, read from ``net`` (an ``AlexNet`` or one tower of it)."""
+    return {
+        "num_classes": net.num_classes,
+        "towers": net.towers,
+        "conv_widths": list(net.conv_widths),
+        "fc_width": net.fc_width,
+        "dropout": net.dropout,
+        "init": net.init,
+    }
+
+
+def tower_layer_weight(net: nn.Module, name: str) -> torch.Tensor:
+    """The detached weight of layer ``name``, which must belong to the towers (fc8 does not)."""
+    if name == "fc8":
+        raise KeyError("fc8 belongs to no tower: its outputs are the classes")
+    return named_layer(net, name).weight.detach()
 
 
 def named_layer(net: nn.Module, name: str) -> nn.Conv2d | nn.Linear:

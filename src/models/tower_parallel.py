@@ -78,6 +78,8 @@ from src.models.alexnet import (
     AlexNet,
     _check_widths,
     named_layer,
+    network_config,
+    tower_layer_weight,
 )
 from src.models.lrn import TowerLocalResponseNorm
 
@@ -242,19 +244,10 @@ class TowerParallelAlexNet(nn.Module):
         """This rank's part of the conv or fc layer ``name`` (``conv1`` .. ``conv5``, ``fc6`` .. ``fc8``)."""
         return named_layer(self, name)
 
-    def grouped_config(self) -> dict[str, Any]:
-        """Constructor arguments of the single-device ``AlexNet`` this is a tower of (``init`` left out)."""
-        return {
-            "num_classes": self.num_classes,
-            "towers": self.towers,
-            "conv_widths": list(self.conv_widths),
-            "fc_width": self.fc_width,
-            "dropout": self.dropout,
-        }
-
     def config(self) -> dict[str, Any]:
-        """As ``AlexNet.config``: the grouped net's arguments (a gathered checkpoint rebuilds ``AlexNet``)."""
-        return self.grouped_config() | {"init": self.init}
+        """The single-device ``AlexNet``'s arguments, as ``AlexNet.config`` gives them: a gathered checkpoint
+        rebuilds ``AlexNet(**model.config())``, and ``from_grouped`` cuts it into towers again."""
+        return network_config(self)
 
     @torch.no_grad()
     def tower_kernels(self, name: str = "conv1") -> list[torch.Tensor]:
@@ -262,9 +255,7 @@ class TowerParallelAlexNet(nn.Module):
 
         A collective (an all-gather of one layer's weights): call it on every rank.
         """
-        if name == "fc8":
-            raise KeyError("fc8 belongs to no tower: its outputs are the classes")
-        weight = self.layer(name).weight.detach().contiguous()
+        weight = tower_layer_weight(self, name).contiguous()
         parts = [torch.empty_like(weight) for _ in range(self.towers)]
         dist.all_gather(parts, weight, group=self.group)
         return parts
@@ -320,7 +311,7 @@ def from_grouped(
 
 def to_grouped(shards: Sequence[Mapping[str, torch.Tensor]]) -> OrderedDict[str, torch.Tensor]:
     """A grouped ``AlexNet`` state_dict from every rank's ``state_dict()`` (or gradients keyed by the same
-    names), in rank order: ``AlexNet(**model.grouped_config()).load_state_dict(to_grouped(shards))``."""
+    names), in rank order: ``AlexNet(**model.config()).load_state_dict(to_grouped(shards))``."""
     names = list(shards[0])
     for rank, shard in enumerate(shards[1:], start=1):
         if list(shard) != names:

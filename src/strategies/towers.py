@@ -122,6 +122,7 @@ class TowerParallelStrategy(DDPStrategy):
         optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer
         state = optimizer.state_dict()
         names = self._parameter_names(optimizer)
+        index_of = {name: i for i, name in names.items()}
         # state_dict() hands out the optimiser's live per-parameter dicts: copy them before replacing entries.
         per_parameter = {i: dict(entry) for i, entry in state["state"].items()}
         state["state"] = per_parameter
@@ -130,9 +131,8 @@ class TowerParallelStrategy(DDPStrategy):
             grouped = gather_grouped(shards, dst=0)
             if grouped is None:
                 continue
-            by_name = {name: i for i, name in names.items()}
             for name, tensor in grouped.items():
-                per_parameter[by_name[name]][key] = tensor
+                per_parameter[index_of[name]][key] = tensor
         return state
 
     def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
