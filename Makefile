@@ -17,6 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
+	$(BIN)/python -m src.models.lrn_kernel || echo "tower LRN: C++ kernel not built; the slower eager LRN will be used"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the pinned requirements

@@ -1,4 +1,8 @@
-"""Tower LRN (section 3.3): the fast autograd function against torch's LocalResponseNorm, per tower."""
+"""Tower LRN (section 3.3): the C++ kernel and the eager version against torch's LocalResponseNorm, per tower.
+
+Every behaviour test runs twice: ``kernel=True`` (csrc/tower_lrn.cpp, the CPU default) and ``kernel=False``
+(the eager torch version used on GPUs, under torch.compile and where no compiler is found).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ from src.models.lrn import (
     LRN_K,
     LRN_SIZE,
     TowerLocalResponseNorm,
+    kernel_applies,
     reference_local_response_norm,
     tower_local_response_norm,
 )
+from src.models.lrn_kernel import kernel_ops
+
+IMPLEMENTATIONS = pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "eager"])
 
 # (shape, towers, size): conv1-like, odd channel counts, batch 1, an even window, a window wider than a tower,
 # 1-d and 3-d "spatial" dims.
@@ -41,12 +49,25 @@ def forward_backward(fn, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Ten
     return out.detach(), x.grad
 
 
+def test_the_kernel_is_built_and_used_for_cpu_float_tensors() -> None:
+    """The speed targets rest on it: a machine with a C++ compiler must build it (no silent fallback here)."""
+    assert kernel_ops() is not None
+    assert kernel_applies(torch.zeros(1, 2, 1, 1)) and kernel_applies(torch.zeros(1, 2, 1, 1).bfloat16())
+    assert not kernel_applies(torch.zeros(1, 2, 1, 1, dtype=torch.float64))  # gradcheck's dtype: eager
+    x = (torch.rand(1, 8, 2, 2) * 50).requires_grad_()
+    assert type(tower_local_response_norm(x, 2).grad_fn).__name__ == "_TowerLRNKernelBackward"
+    assert type(tower_local_response_norm(x, 2, kernel=False).grad_fn).__name__ == "_TowerLRNBackward"
+
+
+@IMPLEMENTATIONS
 @pytest.mark.parametrize(("shape", "towers", "size"), CASES, ids=[f"{s}-t{t}-n{n}" for s, t, n in CASES])
-def test_matches_torch_lrn_forward_and_backward(shape: tuple[int, ...], towers: int, size: int) -> None:
+def test_matches_torch_lrn_forward_and_backward(
+    shape: tuple[int, ...], towers: int, size: int, kernel: bool
+) -> None:
     torch.manual_seed(0)
     x = torch.rand(shape) * 60  # ReLU outputs, large enough that the normalisation matters (scale up to ~5)
     grad = torch.randn(shape)
-    ours = forward_backward(lambda t: tower_local_response_norm(t, towers, size), x, grad)
+    ours = forward_backward(lambda t: tower_local_response_norm(t, towers, size, kernel=kernel), x, grad)
     if towers == 1:
         expected = forward_backward(
             lambda t: F.local_response_norm(t, size, LRN_ALPHA, LRN_BETA, LRN_K), x, grad
@@ -76,12 +97,13 @@ def test_gradcheck_in_float64() -> None:
         )
 
 
-def test_towers_never_see_each_other() -> None:
+@IMPLEMENTATIONS
+def test_towers_never_see_each_other(kernel: bool) -> None:
     """Changing tower 1's maps changes nothing in tower 0's output or gradients, even at the boundary."""
     torch.manual_seed(0)
     x = torch.rand(2, 96, 4, 4) * 50
     grad = torch.randn_like(x)
-    lrn = TowerLocalResponseNorm(towers=2)
+    lrn = TowerLocalResponseNorm(towers=2, kernel=kernel)
     out, x_grad = forward_backward(lrn, x, grad)
     changed = x.clone()
     changed[:, 48:] *= 3
@@ -93,26 +115,44 @@ def test_towers_never_see_each_other() -> None:
     assert not torch.allclose(out[:, 46:48], whole[:, 46:48], rtol=1e-6, atol=0)
 
 
-def test_channels_last_input_gives_the_same_result_in_the_same_layout() -> None:
+@IMPLEMENTATIONS
+@pytest.mark.parametrize("towers", [1, 2])
+def test_channels_last_input_gives_the_same_result_in_the_same_layout(kernel: bool, towers: int) -> None:
     torch.manual_seed(0)
-    x = torch.rand(2, 96, 6, 6) * 50
+    x = torch.rand(3, 96, 7, 5) * 50
     grad = torch.randn_like(x)
-    lrn = TowerLocalResponseNorm(towers=2)
+    lrn = TowerLocalResponseNorm(towers=towers, kernel=kernel)
     out, x_grad = forward_backward(lrn, x, grad)
     cl = torch.channels_last
     out_cl, x_grad_cl = forward_backward(
         lrn, x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl)
     )
-    assert out_cl.is_contiguous(memory_format=cl)
+    assert out_cl.is_contiguous(memory_format=cl) and x_grad_cl.is_contiguous(memory_format=cl)
     torch.testing.assert_close(out_cl, out)
     torch.testing.assert_close(x_grad_cl, x_grad)
+    expected = reference_local_response_norm(x, towers)
+    assert relative_error(out_cl, expected) < 1e-5
 
 
-def test_bf16_input_is_normalised_in_fp32_and_returned_in_bf16() -> None:
+def test_kernel_and_eager_agree_on_conv_sized_activations() -> None:
+    """conv1's and conv2's maps per tower (48, 128) on small pictures, both layouts, 1e-5 relative."""
+    torch.manual_seed(0)
+    for shape in [(4, 96, 11, 11), (4, 256, 5, 5)]:
+        x = torch.rand(shape) * 40
+        grad = torch.randn(shape)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xs, gs = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
+            fast = forward_backward(lambda t: tower_local_response_norm(t, 2), xs, gs)
+            eager = forward_backward(lambda t: tower_local_response_norm(t, 2, kernel=False), xs, gs)
+            assert relative_error(fast[0], eager[0]) < 1e-5 and relative_error(fast[1], eager[1]) < 1e-5
+
+
+@IMPLEMENTATIONS
+def test_bf16_input_is_normalised_in_fp32_and_returned_in_bf16(kernel: bool) -> None:
     torch.manual_seed(0)
     x = (torch.rand(2, 96, 6, 6) * 60).bfloat16()
     grad = torch.randn(2, 96, 6, 6).bfloat16()
-    out, x_grad = forward_backward(lambda t: tower_local_response_norm(t, 2), x, grad)
+    out, x_grad = forward_backward(lambda t: tower_local_response_norm(t, 2, kernel=kernel), x, grad)
     assert out.dtype == torch.bfloat16 and x_grad.dtype == torch.bfloat16
     # The reference: the same bf16 values, normalised in fp64.
     ref_out, ref_grad = forward_backward(
@@ -122,27 +162,40 @@ def test_bf16_input_is_normalised_in_fp32_and_returned_in_bf16() -> None:
     torch.testing.assert_close(x_grad.double(), ref_grad, rtol=8e-3, atol=1e-3)
     # Near k = 2 bf16 cannot tell 2 from 2 + 2e-5 * sum (its spacing there is 1/64): the scale is computed in
     # fp32, so the bf16 output is the fp32 result of the same inputs, rounded once.
-    assert torch.equal(out, tower_local_response_norm(x.float(), 2).bfloat16())
+    assert torch.equal(out, tower_local_response_norm(x.float(), 2, kernel=kernel).bfloat16())
 
 
-def test_under_autocast_a_conv_relu_lrn_block_trains() -> None:
+@IMPLEMENTATIONS
+def test_under_autocast_a_conv_relu_lrn_block_trains(kernel: bool) -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 16, 3)
     x = torch.randn(2, 3, 9, 9)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = TowerLocalResponseNorm(towers=2)(torch.relu(conv(x)))
+        out = TowerLocalResponseNorm(towers=2, kernel=kernel)(torch.relu(conv(x)))
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
     assert conv.weight.grad.abs().sum() > 0
 
 
-def test_backward_keeps_one_extra_activation() -> None:
-    """fp32: the backward keeps the input and the output (alive anyway) and the scale: one new tensor."""
+@pytest.mark.parametrize(("kernel", "new_tensors"), [(True, 0), (False, 1)], ids=["kernel", "eager"])
+def test_backward_keeps_at_most_one_extra_activation(kernel: bool, new_tensors: int) -> None:
+    """fp32: the input and output are alive anyway (ReLU before, max-pool after). The kernel saves only the
+    input; the eager version also keeps the scale."""
     x = (torch.rand(2, 96, 5, 5) * 50).requires_grad_()
     saved: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        out = tower_local_response_norm(x, 2)
+        out = tower_local_response_norm(x, 2, kernel=kernel)
     storages = {t.untyped_storage().data_ptr() for t in saved}
     known = {x.untyped_storage().data_ptr(), out.untyped_storage().data_ptr()}
-    assert len(storages - known) == 1
+    assert saved and len(storages - known) == new_tensors
+
+
+def test_the_kernel_rejects_what_it_cannot_compute() -> None:
+    ops = kernel_ops()
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        ops.forward(torch.zeros(1, 4, 2, 2, dtype=torch.float64), 2, 5, 1e-4, 0.75, 2.0)
+    with pytest.raises(RuntimeError, match="6 channels do not split into 4 towers"):
+        ops.forward(torch.zeros(1, 6, 2, 2), 4, 5, 1e-4, 0.75, 2.0)
+    with pytest.raises(RuntimeError, match="must match the input"):
+        ops.backward(torch.zeros(1, 4, 2, 3), torch.zeros(1, 4, 2, 2), 2, 5, 1e-4, 0.75, 2.0)

@@ -16,20 +16,25 @@ tower 1, so here the channels are split into ``towers`` equal groups and each gr
 
 Speed. ``F.local_response_norm`` builds the window sum from a padded copy and a 3-d average pool, and autograd
 differentiates every step: on the conv1 activation at batch 32 (32x96x55x55) that is about 300 ms forward and
-backward on a 2-core CPU, a third of a training step. ``tower_local_response_norm`` computes the same formula
-in a handful of elementwise passes, with a hand-written backward. Writing ``s_i = k + alpha/n * sum_{j in
-W(i)} a_j^2`` for the scale and ``b_i = a_i s_i^-beta`` for the output,
+backward on a 2-core CPU, a third of a training step. Writing ``s_i = k + alpha/n * sum_{j in W(i)} a_j^2``
+for the scale and ``b_i = a_i s_i^-beta`` for the output, the backward is
 
     d loss / d a_m = g_m s_m^-beta - (2 alpha beta / n) a_m sum_{i : m in W(i)} g_i b_i / s_i
 
-(the second sum runs over the maps whose window holds ``m``: the same window, mirrored). It keeps the input,
-the output and the scale for the backward pass; the input and output are kept alive anyway (by the ReLU
-before and the max-pool after), so the scale is the only extra activation. On the conv1 activation at batch
-32 that is ~20 elementwise passes, about 4x faster than ``nn.LocalResponseNorm`` (``make bench``).
+(the second sum runs over the maps whose window holds ``m``: the same window, mirrored). Two implementations
+of these formulas, with the same numbers (tests):
+
+- On the CPU, the C++ kernel ``csrc/tower_lrn.cpp`` (built on first use, ``lrn_kernel.py``): forward and
+  backward each read their inputs once and write their result once, in fp32 arithmetic for any input dtype;
+  the backward recomputes the scale from the input, so nothing beyond the input (which the ReLU before keeps
+  anyway) is saved. About 15 ms forward and backward for conv1 at batch 32, 20x ``nn.LocalResponseNorm``.
+- Elsewhere (GPU, float64, under ``torch.compile``, or where the kernel cannot be built) ``_TowerLRN``: the
+  same formulas in ~20 elementwise torch passes with a hand-written backward; it keeps the scale as one extra
+  activation. About 4x ``nn.LocalResponseNorm`` on the CPU.
 
 bf16 (autocast): the scale ``2 + 2e-5 * sum`` differs from 2 by less than bf16 can resolve near 2 (its
-spacing there is 1/64) for all but large activations, so it is always computed in fp32, and the output is
-the fp32 result rounded once to the input's dtype. The backward then keeps fp32 copies of input and output.
+spacing there is 1/64) for all but large activations, so both always compute in fp32, and the output is
+the fp32 result rounded once to the input's dtype.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from src.models.lrn_kernel import kernel_ops
 
 # Section 3.3: "k = 2, n = 5, alpha = 10^-4, and beta = 0.75".
 LRN_SIZE = 5
@@ -60,19 +67,24 @@ class TowerLocalResponseNorm(nn.Module):
         alpha: float = LRN_ALPHA,
         beta: float = LRN_BETA,
         k: float = LRN_K,
+        kernel: bool = True,
     ) -> None:
         super().__init__()
         self.towers = towers
+        self.kernel = kernel
         self.size = size
         self.alpha = alpha
         self.beta = beta
         self.k = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return tower_local_response_norm(x, self.towers, self.size, self.alpha, self.beta, self.k)
+        return tower_local_response_norm(
+            x, self.towers, self.size, self.alpha, self.beta, self.k, self.kernel
+        )
 
     def extra_repr(self) -> str:
-        return f"towers={self.towers}, size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+        shape = f"towers={self.towers}, size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+        return shape if self.kernel else f"{shape}, kernel=False"
 
 
 def tower_local_response_norm(
@@ -82,10 +94,12 @@ def tower_local_response_norm(
     alpha: float = LRN_ALPHA,
     beta: float = LRN_BETA,
     k: float = LRN_K,
+    kernel: bool = True,
 ) -> torch.Tensor:
     """LRN of ``x`` (batch, channels, ...) over the channels of each of ``towers`` equal channel groups.
 
-    ``towers=1`` is ``F.local_response_norm(x, size, alpha, beta, k)``; any memory format works.
+    ``towers=1`` is ``F.local_response_norm(x, size, alpha, beta, k)``; any memory format works. ``kernel``:
+    use the C++ kernel where it applies (``kernel_applies``); False always takes the eager version.
     """
     if x.dim() < 3:
         raise ValueError(
@@ -93,7 +107,22 @@ def tower_local_response_norm(
         )
     if x.shape[1] % towers:
         raise ValueError(f"{x.shape[1]} channels do not split into {towers} equal towers")
+    if kernel and kernel_applies(x):
+        return _TowerLRNKernel.apply(x, towers, size, alpha, beta, k)
     return _TowerLRN.apply(x, towers, size, alpha, beta, k)
+
+
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def kernel_applies(x: torch.Tensor) -> bool:
+    """CPU fp32/bf16/fp16 tensors, eager mode (torch.compile traces the eager version), the kernel built."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _KERNEL_DTYPES
+        and not torch.compiler.is_compiling()
+        and kernel_ops() is not None
+    )
 
 
 def reference_local_response_norm(
@@ -108,6 +137,25 @@ def reference_local_response_norm(
     n, c = x.shape[:2]
     per_tower = x.reshape(n * towers, c // towers, *x.shape[2:])
     return F.local_response_norm(per_tower, size, alpha, beta, k).reshape(x.shape)
+
+
+class _TowerLRNKernel(torch.autograd.Function):
+    """The C++ kernel (``csrc/tower_lrn.cpp``): one pass each way; the backward recomputes the scale."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x)  # kept alive by the ReLU before anyway: nothing new is saved
+        ctx.lrn = (towers, size, alpha, beta, k)
+        return kernel_ops().forward(x, towers, size, alpha, beta, k)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        grad_x = kernel_ops().backward(grad.to(x.dtype), x, *ctx.lrn)
+        return grad_x, None, None, None, None, None
 
 
 class _TowerLRN(torch.autograd.Function):
