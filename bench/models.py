@@ -4,10 +4,15 @@ Every figure that is compared with another is measured in turns with it (``inter
 B, C, ..., median of the repeats. The rows:
 
 - GEMM: a 2048^3 matrix product in fp32 and bf16 (GFLOP/s), the ceiling each model figure is a share of.
+- Convolution: conv3's forward (batch 32, 13x13, 256 -> 384 maps, 3x3, channels_last) in fp32 and bf16: the
+  oneDNN kernels the network's convolutions run on. On AMD CPUs MKL's fp32 GEMM (torch.mm) reaches only about
+  half of oneDNN's fp32 rate, so the GEMM bf16/fp32 ratio overstates what bf16 can give a convolutional
+  net; the convolution ratio is the real ceiling for the bf16/fp32 step ratio.
 - Training step (forward, backward, SGD with momentum and weight decay; batch 32 on a CPU) in images/s for the
   two-tower net (the paper's, section 3.5) in fp32 and bf16 mixed precision (autocast, as Lightning's
   ``bf16-mixed``), NCHW and channels_last, without its LRN layers (``features.norm1/2`` replaced by
-  ``nn.Identity`` here, not in the model), with torch's ``nn.LocalResponseNorm`` per tower instead of ours,
+  ``nn.Identity`` here, not in the model), with our eager LRN instead of the C++ kernel, with torch's
+  ``nn.LocalResponseNorm`` per tower instead of ours,
   with the fused SGD kernel, compiled with ``torch.compile``; the one-tower net; and a reference "one weird
   trick" net (Krizhevsky 2014; torchvision's AlexNet: 64-192-384-256-256, no LRN, no groups) defined here.
 - Share of the ceiling: training FLOPs per image x images/s / the GEMM rate of the same precision. FLOPs come
@@ -15,7 +20,8 @@ B, C, ..., median of the repeats. The rows:
   each cost the forward's multiply-adds, so 3 x 2 x MACs, except conv1 (its input needs no gradient: 2 x 2).
   The fp32 GEMM is MKL's sgemm, which on AMD CPUs is slower than oneDNN's fp32 convolutions: shares of the
   fp32 ceiling above 100 % are possible there.
-- LRN forward + backward on conv1's activation (32 x 96 x 55 x 55): ours against ``nn.LocalResponseNorm``.
+- LRN forward + backward on conv1's activation (32 x 96 x 55 x 55): the C++ kernel, the eager version and
+  ``nn.LocalResponseNorm``; the kernel in bf16 and channels_last too.
 - On a GPU (when there is one): batch 256, bf16, channels_last, network only and end to end from the cache
   through the project's datamodule and LightningModule, next to the GPU's bf16 matrix rate.
 """
@@ -50,6 +56,8 @@ NUM_CLASSES = 2  # the demo's two classes (conf/experiment/demo.yaml)
 GEMM_SIZE = 2048
 GPU_GEMM_SIZE = 8192
 CONV1_ACTIVATION = (CPU_BATCH, 96, 55, 55)  # conv1's output at batch 32 (section 3.5: 55x55 maps)
+# conv3 (section 3.5): 384 kernels of 3x3x256 on the 13x13 maps, at batch 32.
+CONV3_INPUT, CONV3_WEIGHT = (CPU_BATCH, 256, 13, 13), (384, 256, 3, 3)
 
 
 # ---------------------------------------------------------------------------------------------- the networks
@@ -141,6 +149,25 @@ def gemm_rates(device: torch.device, size: int, repeats: int) -> dict[str, float
     return {name: rate * 2 * size**3 / 1e9 for name, rate in rates.items()}
 
 
+def conv_rates(repeats: int) -> dict[str, float]:
+    """GFLOP/s of conv3's forward (channels_last, oneDNN) in fp32 and bf16, timed in turns."""
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(CONV3_INPUT, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(CONV3_WEIGHT, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+        def run(x: torch.Tensor = x, w: torch.Tensor = w) -> int:
+            for _ in range(4):
+                F.conv2d(x, w, padding=1)
+            return 4
+
+        runs[str(dtype).removeprefix("torch.")] = run
+    rates = interleaved_rates(runs, repeats)
+    n, c, h, w = CONV3_INPUT
+    flops = 2 * n * h * w * CONV3_WEIGHT[0] * c * 9
+    return {name: rate * flops / 1e9 for name, rate in rates.items()}
+
+
 @dataclass
 class Step:
     """One way of running a training step on ``net`` (whose norm layers ``lrn`` puts in place first)."""
@@ -172,13 +199,14 @@ class Step:
 
 
 def norm_layers(kind: str) -> Callable[[nn.Module], None]:
-    """Put ``kind`` LRN layers in the two-tower net's ``norm1``/``norm2``: ours, torch's or none."""
+    """Put ``kind`` LRN layers in the net's ``norm1``/``norm2``: ours (kernel), our eager, torch's, none."""
 
     def apply(net: nn.Module) -> None:
         towers = net.towers
         for name in ("norm1", "norm2"):
             layer: nn.Module = {
                 "ours": TowerLocalResponseNorm(towers),
+                "eager": TowerLocalResponseNorm(towers, kernel=False),
                 "torch": TorchTowerLRN(towers),
                 "none": nn.Identity(),
             }[kind]
@@ -201,31 +229,56 @@ def two_tower(channels_last: bool = False, towers: int = 2) -> AlexNet:
 
 
 def lrn_rows(repeats: int) -> list[Row]:
-    """LRN forward + backward on conv1's activation at batch 32: ours and torch's, per tower, in turns."""
+    """LRN forward + backward on conv1's activation at batch 32: kernel, eager and torch's, in turns."""
     torch.manual_seed(0)
     x = (torch.randn(CONV1_ACTIVATION).relu() * 3).requires_grad_()
     grad = torch.randn(CONV1_ACTIVATION)
-    ours, theirs = TowerLocalResponseNorm(2), TorchTowerLRN(2)
+    kernel, eager, theirs = (
+        TowerLocalResponseNorm(2),
+        TowerLocalResponseNorm(2, kernel=False),
+        TorchTowerLRN(2),
+    )
     x_bf16 = x.detach().bfloat16().requires_grad_()
+    x_bf16_nhwc = x_bf16.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
 
     def timed(layer: nn.Module, inputs: torch.Tensor) -> Callable[[], int]:
+        upstream = grad.to(inputs.dtype).contiguous(memory_format=_layout(inputs))
+
         def run() -> int:
-            layer(inputs).backward(grad.to(inputs.dtype))
+            layer(inputs).backward(upstream)
             inputs.grad = None
             return 1
 
         return run
 
-    rates = interleaved_rates(
-        {"ours": timed(ours, x), "torch": timed(theirs, x), "ours bf16": timed(ours, x_bf16)}, repeats
-    )
+    runs = {
+        "kernel": timed(kernel, x),
+        "eager": timed(eager, x),
+        "torch": timed(theirs, x),
+        "kernel bf16": timed(kernel, x_bf16),
+        "kernel bf16 channels_last": timed(kernel, x_bf16_nhwc),
+    }
+    rates = interleaved_rates(runs, repeats)
     shape = "x".join(str(d) for d in CONV1_ACTIVATION)
+    ms = {name: 1000 / rate for name, rate in rates.items()}
     return [
-        Row(f"LRN fwd+bwd, conv1 activation {shape}, ours (fp32)", 1000 / rates["ours"], "ms"),
-        Row(f"LRN fwd+bwd, conv1 activation {shape}, nn.LocalResponseNorm", 1000 / rates["torch"], "ms"),
-        Row("LRN fwd+bwd: nn.LocalResponseNorm / ours", rates["ours"] / rates["torch"], "ratio"),
-        Row(f"LRN fwd+bwd, conv1 activation {shape}, ours, bf16 input", 1000 / rates["ours bf16"], "ms"),
+        Row(f"LRN fwd+bwd, conv1 activation {shape}, C++ kernel (fp32)", ms["kernel"], "ms"),
+        Row(f"LRN fwd+bwd, conv1 activation {shape}, eager (fp32)", ms["eager"], "ms"),
+        Row(f"LRN fwd+bwd, conv1 activation {shape}, nn.LocalResponseNorm", ms["torch"], "ms"),
+        Row("LRN fwd+bwd: nn.LocalResponseNorm / C++ kernel", ms["torch"] / ms["kernel"], "ratio"),
+        Row("LRN fwd+bwd: eager / C++ kernel", ms["eager"] / ms["kernel"], "ratio"),
+        Row(f"LRN fwd+bwd, conv1 activation {shape}, C++ kernel, bf16", ms["kernel bf16"], "ms"),
+        Row(
+            f"LRN fwd+bwd, conv1 activation {shape}, C++ kernel, bf16 channels_last",
+            ms["kernel bf16 channels_last"],
+            "ms",
+        ),
     ]
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def cpu_step_rows(quick: bool, gemm: dict[str, float]) -> tuple[list[Row], float]:
@@ -239,6 +292,7 @@ def cpu_step_rows(quick: bool, gemm: dict[str, float]) -> tuple[list[Row], float
     variants = {
         "two towers, fp32": Step(plain, plain_sgd, lrn=ours),
         "two towers, fp32, no LRN": Step(plain, plain_sgd, lrn=none),
+        "two towers, fp32, eager LRN": Step(plain, plain_sgd, lrn=norm_layers("eager")),
         "two towers, fp32, nn.LocalResponseNorm": Step(plain, plain_sgd, lrn=theirs),
         "two towers, fp32, channels_last": Step(nhwc, nhwc_sgd, lrn=ours),
         "two towers, bf16-mixed": Step(plain, plain_sgd, "bf16-mixed", lrn=ours),
@@ -269,7 +323,7 @@ def cpu_step_rows(quick: bool, gemm: dict[str, float]) -> tuple[list[Row], float
     step = rates["two towers, fp32"]
     ratios = [
         (
-            "with LRN / without, two towers, fp32 (target >= 0.9)",
+            "with LRN / without, two towers, fp32",
             "two towers, fp32",
             "two towers, fp32, no LRN",
         ),
@@ -279,11 +333,16 @@ def cpu_step_rows(quick: bool, gemm: dict[str, float]) -> tuple[list[Row], float
             "two towers, bf16-mixed, channels_last, no LRN",
         ),
         (
+            "with eager LRN / without, two towers, fp32",
+            "two towers, fp32, eager LRN",
+            "two towers, fp32, no LRN",
+        ),
+        (
             "our LRN / nn.LocalResponseNorm, two-tower fp32 step",
             "two towers, fp32",
             "two towers, fp32, nn.LocalResponseNorm",
         ),
-        ("bf16-mixed / fp32, two towers (target >= 2)", "two towers, bf16-mixed", "two towers, fp32"),
+        ("bf16-mixed / fp32, two towers", "two towers, bf16-mixed", "two towers, fp32"),
         (
             "bf16-mixed channels_last / fp32, two towers",
             "two towers, bf16-mixed, channels_last",
@@ -372,16 +431,24 @@ def allocator_rows(pairs: int, repeats: int) -> list[Row]:
     ]
     best = _child("keep", "targets", repeats)
     fp32, bf16 = best["two towers, fp32, fused SGD"], best["two towers, bf16-mixed, channels_last, fused SGD"]
-    note = "glibc keeping freed memory, fused SGD"
+    fp32_nhwc = best["two towers, fp32, channels_last, fused SGD"]
+    note = "glibc keeping freed memory, fused SGD: the training defaults"
     rows += [
         Row(f"training step, two towers, fp32 ({note})", fp32, "img/s"),
+        Row(f"training step, two towers, fp32, channels_last ({note})", fp32_nhwc, "img/s"),
         Row(f"training step, two towers, bf16-mixed, channels_last ({note})", bf16, "img/s"),
         Row(
-            f"with LRN / without, two towers, fp32 ({note})",
+            f"with LRN / without, two towers, fp32 ({note}; target >= 0.9)",
             fp32 / best["two towers, fp32, fused SGD, no LRN"],
             "ratio",
         ),
-        Row(f"bf16-mixed channels_last / fp32, two towers ({note})", bf16 / fp32, "ratio"),
+        Row(
+            f"with LRN / without, two towers, bf16-mixed channels_last ({note})",
+            bf16 / best["two towers, bf16-mixed, channels_last, fused SGD, no LRN"],
+            "ratio",
+        ),
+        Row(f"bf16-mixed channels_last / fp32, two towers ({note}; target >= 2)", bf16 / fp32, "ratio"),
+        Row(f"bf16-mixed channels_last / fp32 channels_last, two towers ({note})", bf16 / fp32_nhwc, "ratio"),
     ]
     return rows
 
@@ -402,11 +469,14 @@ def _child_main(mode: str, variants: str, repeats: int) -> None:
     else:
         nhwc = two_tower(channels_last=True)
         plain_sgd, nhwc_sgd = sgd(plain, fused=True), sgd(nhwc, fused=True)
+        ours, none = norm_layers("ours"), norm_layers("none")
         steps = {
-            "two towers, fp32, fused SGD": Step(plain, plain_sgd, lrn=norm_layers("ours")),
-            "two towers, fp32, fused SGD, no LRN": Step(plain, plain_sgd, lrn=norm_layers("none")),
-            "two towers, bf16-mixed, channels_last, fused SGD": Step(
-                nhwc, nhwc_sgd, "bf16-mixed", lrn=norm_layers("ours")
+            "two towers, fp32, fused SGD": Step(plain, plain_sgd, lrn=ours),
+            "two towers, fp32, fused SGD, no LRN": Step(plain, plain_sgd, lrn=none),
+            "two towers, fp32, channels_last, fused SGD": Step(nhwc, nhwc_sgd, lrn=ours),
+            "two towers, bf16-mixed, channels_last, fused SGD": Step(nhwc, nhwc_sgd, "bf16-mixed", lrn=ours),
+            "two towers, bf16-mixed, channels_last, fused SGD, no LRN": Step(
+                nhwc, nhwc_sgd, "bf16-mixed", lrn=none
             ),
         }
     print(json.dumps(interleaved_rates({k: v.runner(CPU_BATCH, 1, cpu) for k, v in steps.items()}, repeats)))
@@ -505,6 +575,20 @@ def model_rows(quick: bool) -> tuple[list[Row], float]:
     gemm = gemm_rates(torch.device("cpu"), GEMM_SIZE, repeats)
     rows = [Row(f"GEMM {GEMM_SIZE}^3, {name}", rate, "GFLOP/s") for name, rate in gemm.items()]
     rows.append(Row("GEMM bf16 / fp32", gemm["bfloat16"] / gemm["float32"], "ratio"))
+    conv = conv_rates(repeats)
+    shape = "x".join(str(d) for d in CONV3_INPUT)
+    rows += [
+        Row(f"conv3 forward, {shape} -> 384 maps, channels_last, {name}", rate, "GFLOP/s")
+        for name, rate in conv.items()
+    ]
+    rows += [
+        Row(
+            "conv3 forward bf16 / fp32 (the ceiling for bf16 / fp32 steps)",
+            conv["bfloat16"] / conv["float32"],
+            "ratio",
+        ),
+        Row("conv3 forward fp32 / fp32 GEMM (oneDNN vs MKL)", conv["float32"] / gemm["float32"], "ratio"),
+    ]
     rows += lrn_rows(repeats)
     step_rows, step = cpu_step_rows(quick, gemm)
     rows += step_rows
