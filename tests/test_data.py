@@ -137,6 +137,29 @@ def test_datamodule_batches_are_uint8_then_normalised_on_the_device(tmp_path: Pa
     torch.testing.assert_close(fresh.pixel_mean, dm.pixel_mean)
 
 
+def test_each_split_is_listed_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """setup takes the caches prepare_data built; a process that skipped prepare_data lists them itself."""
+    import src.data.datamodule as datamodule_module
+
+    make_dataset(tmp_path)
+    listed: list[str] = []
+
+    def counting(folder: Path, layout: str):  # noqa: ANN202 - the wrapped function's own return type
+        listed.append(folder.name)
+        return find_labelled_images(folder, layout)
+
+    monkeypatch.setattr(datamodule_module, "find_labelled_images", counting)
+    dm = datamodule(tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert sorted(listed) == ["test", "train"]
+    other_rank = datamodule(tmp_path)  # DDP: only rank 0 runs prepare_data
+    other_rank.setup("fit")
+    assert sorted(listed) == ["test", "train", "train"]
+    assert len(other_rank.datasets["train"]) == len(dm.datasets["train"]) == 16
+
+
 def test_pca_lighting_only_while_training(tmp_path: Path) -> None:
     make_dataset(tmp_path)
     dm = datamodule(tmp_path, normalize="mean")

@@ -137,6 +137,7 @@ class ImageDataModule(L.LightningDataModule):
         self.source = dict(source) if source else None
         self.classes: list[str] = []
         self.datasets: dict[str, CachedViews] = {}
+        self._prepared: dict[str, ImageCache] = {}  # caches prepare_data built in this process
         self.lighting: PCALighting | None = None
         self.register_pixel_stats(np.zeros(3, np.float32), np.ones(3, np.float32))
 
@@ -181,7 +182,13 @@ class ImageDataModule(L.LightningDataModule):
         return (self.root / "test").is_dir()
 
     def _cache(self, split: str, progress: bool = True) -> ImageCache:
-        """The offline cache of ``<root>/<split>``: built on first use, then reused (``cache.py``)."""
+        """The offline cache of ``<root>/<split>``: built on first use, then reused (``cache.py``).
+
+        ``prepare_data`` runs in one process per node and ``setup`` in every process: ``setup`` takes the
+        cache that ``prepare_data`` built in the same process instead of listing and fingerprinting again.
+        """
+        if split in self._prepared:
+            return self._prepared.pop(split)
         folder = self.root / split
         files = find_labelled_images(folder, self.layout)
         if files.ignored:
@@ -207,7 +214,7 @@ class ImageDataModule(L.LightningDataModule):
             generate_dataset(self.root, **self.generate)
         for split in ("train", "test"):
             if (self.root / split).is_dir():
-                self._cache(split)
+                self._prepared[split] = self._cache(split)
 
     def setup(self, stage: str | None = None) -> None:
         """Open the caches the stage needs: train and val for fitting, test for testing.
