@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from src.data import archives
+from src.data import archives, datasets
 from src.data.datasets import MARKER, prepare_dataset
 from src.data.download import ChecksumError
 from src.train import train
@@ -246,6 +247,43 @@ def test_an_interrupted_preparation_leaves_nothing_trusted_and_the_rerun_complet
     made = prepare_dataset(root, **source)
     assert made["splits"] == {"train": {"Cat": 9, "Dog": 10}} and (root / MARKER).is_file()
     assert len(state.requests) == 1  # the verified download was kept: no second download
+
+
+def test_two_runs_preparing_one_root_at_once_prepare_it_once(
+    tmp_path: Path, server, monkeypatch, capsys
+) -> None:
+    """The second run waits on ``<root>.lock`` while the first lays the root out, then finds it ready."""
+    base, state = server
+    source = petimages_source(tmp_path, base, state, None)
+    root = tmp_path / "data" / "petimages"
+    real_recipe = datasets.RECIPES["petimages"]
+    inside, release = threading.Event(), threading.Event()
+
+    def held_open(sources, layout, **options) -> None:
+        inside.set()
+        assert release.wait(30)
+        real_recipe(sources, layout, **options)
+
+    monkeypatch.setitem(datasets.RECIPES, "petimages", held_open)
+    results: dict[str, dict] = {}
+    runs = {
+        name: threading.Thread(
+            target=lambda name=name: results.__setitem__(name, prepare_dataset(root, **source))
+        )
+        for name in ("first", "second")
+    }
+    runs["first"].start()
+    assert inside.wait(30)
+    runs["second"].start()
+    runs["second"].join(0.5)
+    assert runs["second"].is_alive()  # waiting for the lock, not preparing alongside
+    release.set()
+    for run in runs.values():
+        run.join(30)
+    assert results["first"]["splits"] == results["second"]["splits"] == {"train": {"Cat": 9, "Dog": 10}}
+    assert len(state.requests) == 1
+    printed = capsys.readouterr().out
+    assert f"waiting for another process building {root}" in printed and "is ready" in printed
 
 
 def test_a_root_prepared_another_way_is_refused(tmp_path: Path, server) -> None:

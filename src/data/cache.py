@@ -66,11 +66,7 @@ import torch
 from src.data.images import DECODER, IMAGE_SIZE, load_square_rgb
 from src.data.layouts import LabelledFiles
 from src.utils.atomic import write_atomic
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock (one builder per machine, as documented)
-    fcntl = None  # type: ignore[assignment]
+from src.utils.locks import exclusive
 
 # Part of the fingerprint: bump it whenever the stored pixels would change. Version 2: JPEGs decoded by
 # simplejpeg and every image resized by torch's antialiased bilinear kernel (version 1: Pillow for both; the
@@ -290,7 +286,7 @@ def build_cache(
     final = root / key
     if not (final / META_FILE).is_file():
         root.mkdir(parents=True, exist_ok=True)
-        with _locked(root / f"{key}.lock", final):
+        with exclusive(root / f"{key}.lock", final):
             if not (final / META_FILE).is_file():
                 _build(files, root, key, image_size, workers, chunk_size, progress, folder)
                 return _checked(open_cache(final), folder)
@@ -311,24 +307,6 @@ def _checked(cache: ImageCache, folder: Path) -> ImageCache:
 def _common_folder(paths: Sequence[str | Path]) -> Path:
     parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
     return Path(os.path.commonpath(sorted(parents)))
-
-
-@contextmanager
-def _locked(lock_path: Path, final: Path) -> Iterator[None]:
-    """Hold an exclusive flock on ``lock_path`` (one builder per cache at a time)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process building {final} ...", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------------------------- the build

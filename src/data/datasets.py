@@ -48,6 +48,7 @@ from typing import Any
 from src.data.archives import ExtractLimits, extract_archive
 from src.data.download import RetryPolicy, check_hashes, fetch
 from src.utils.atomic import write_atomic
+from src.utils.locks import exclusive
 
 MARKER = "prepared.json"
 SPLITS = ("train", "test")
@@ -301,6 +302,22 @@ def prepare_dataset(
         raise ValueError(f"data.source.dataset={dataset!r} is not known; choose one of {', '.join(RECIPES)}")
     options = _plain(options)
     recipe = {"dataset": dataset, "options": {k: options.get(k) for k in LAYOUT_OPTIONS.get(dataset, ())}}
+    made = _already_there(root, recipe)
+    if made is not None:
+        return made
+    # Two runs starting at once on one root (a sweep, two users): one prepares, the other waits, then finds
+    # the marker.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(root.with_name(root.name + ".lock"), root):
+        made = _already_there(root, recipe)
+        if made is not None:
+            return made
+        return _prepare(root, recipe, files, download, extract, options)
+
+
+def _already_there(root: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """What a prepared (or hand-made) ``root`` holds, None if it needs preparing; refuses a foreign root."""
+    dataset = recipe["dataset"]
     marker = root / MARKER
     if marker.is_file():
         made = json.loads(marker.read_text())
@@ -320,7 +337,19 @@ def prepare_dataset(
             f"{root} exists but holds neither train/ nor test/ nor {MARKER}: move it away or set data.root "
             "to another folder"
         )
+    return None
 
+
+def _prepare(
+    root: Path,
+    recipe: dict[str, Any],
+    files: Mapping[str, Any] | None,
+    download: Mapping[str, Any] | None,
+    extract: Mapping[str, Any] | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Download, verify, extract and lay out into ``<root>.partial``, then rename it to ``root``."""
+    dataset = recipe["dataset"]
     download, extract = _plain(download or {}), _plain(extract or {})
     data_dir = root.parent
     sources = Sources(
