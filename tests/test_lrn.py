@@ -77,6 +77,15 @@ def test_matches_torch_lrn_forward_and_backward(
     assert relative_error(ours[0], expected[0]) < 1e-5
     assert relative_error(ours[1], expected[1]) < 1e-5
     assert not torch.allclose(ours[0], x * LRN_K**-LRN_BETA, rtol=1e-3)  # the sum did matter
+    if x.dim() == 4:  # the same in channels_last, which the kernel reads along each pixel's maps
+        cl = torch.channels_last
+        nhwc = forward_backward(
+            lambda t: tower_local_response_norm(t, towers, size, kernel=kernel),
+            x.contiguous(memory_format=cl),
+            grad.contiguous(memory_format=cl),
+        )
+        assert relative_error(nhwc[0], expected[0]) < 1e-5
+        assert relative_error(nhwc[1], expected[1]) < 1e-5
 
 
 def test_reference_is_torch_lrn_on_each_tower() -> None:
