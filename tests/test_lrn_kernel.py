@@ -80,7 +80,11 @@ def test_the_build_folder_follows_the_source_and_the_flags(
     source = tmp_path / "tower_lrn.cpp"
     source.write_text(lrn_kernel.SOURCE.read_text() + "\n// changed\n")
     monkeypatch.setattr(lrn_kernel, "SOURCE", source)
-    assert lrn_kernel.build_directory(["-O3"]) != folder
+    changed = lrn_kernel.build_directory(["-O3"])
+    assert changed != folder
+    # Another virtual environment's torch: its own folder (cpp_extension would rebuild a shared one in turns).
+    monkeypatch.setattr(lrn_kernel.torch, "__file__", "/elsewhere/.venv/torch/__init__.py")
+    assert lrn_kernel.build_directory(["-O3"]) not in (folder, changed)
 
 
 def test_vector_flags_only_where_the_cpu_lists_them(monkeypatch: pytest.MonkeyPatch) -> None:

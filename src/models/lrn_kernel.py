@@ -3,8 +3,8 @@
 ``torch.utils.cpp_extension.load`` compiles the source with the system C++ compiler and ninja into
 ``~/.cache/alexnet-towers/extensions/<digest>/`` (``$XDG_CACHE_HOME`` is honoured), where the digest covers
 the source, the compiler flags, torch and Python, so a changed source or another CPU gets its own build.
-The first build takes about a minute on two cores; ``make install`` does it up front. Later processes only
-load the library.
+The first build takes about 10 s on two cores; ``make install`` does it up front. Later processes only
+load the library (0.1 s).
 
 Where the kernel cannot be built (no compiler, no ninja) ``kernel_ops()`` returns None once, with a warning
 that says why, and ``src/models/lrn.py`` keeps its eager version: slower, same numbers.
@@ -44,10 +44,14 @@ def compiler_flags() -> list[str]:
 
 
 def build_directory(flags: list[str]) -> Path:
-    """The cache folder for this source, these flags, this torch and this Python."""
+    """The cache folder for this source, these flags, this torch installation and this Python.
+
+    The torch installation's path is part of it: cpp_extension rebuilds a folder whose include paths
+    changed, so two virtual environments sharing one folder would rebuild it for each other in turn.
+    """
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode()):
-        digest.update(part)
+    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(), torch.__file__):
+        digest.update(part if isinstance(part, bytes) else part.encode())
     digest.update(f"{sys.version_info[:2]} {platform.machine()}".encode())
     cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache_home / "alexnet-towers" / "extensions" / f"tower_lrn-{digest.hexdigest()[:16]}"
@@ -75,9 +79,15 @@ def load_library() -> Path:
     _put_ninja_on_path()
     flags = compiler_flags()
     folder = build_directory(flags)
+    library = folder / f"{LIBRARY_NAME}.so"
+    if library.is_file():  # the folder's name pins source, flags and torch: a library there is current
+        try:
+            torch.ops.load_library(str(library))
+            return folder
+        except OSError as error:  # e.g. another process is still linking it: cpp_extension waits its turn
+            log.warning("tower LRN: %s does not load (%s); building it", library, error)
     folder.mkdir(parents=True, exist_ok=True)
-    if not any(folder.glob(f"{LIBRARY_NAME}*.so")):
-        log.info("tower LRN: building the C++ kernel into %s (once, about a minute)", folder)
+    log.info("tower LRN: building the C++ kernel into %s (once, about 10 s)", folder)
     cpp_extension.load(
         name=LIBRARY_NAME,
         sources=[str(SOURCE)],
