@@ -55,7 +55,7 @@ def test_the_kernel_is_built_and_used_for_cpu_float_tensors() -> None:
     assert kernel_applies(torch.zeros(1, 2, 1, 1)) and kernel_applies(torch.zeros(1, 2, 1, 1).bfloat16())
     assert not kernel_applies(torch.zeros(1, 2, 1, 1, dtype=torch.float64))  # gradcheck's dtype: eager
     x = (torch.rand(1, 8, 2, 2) * 50).requires_grad_()
-    assert type(tower_local_response_norm(x, 2).grad_fn).__name__ == "_TowerLRNKernelBackward"
+    assert "alexnet_towers_lrn_forward" in type(tower_local_response_norm(x, 2).grad_fn).__name__
     assert type(tower_local_response_norm(x, 2, kernel=False).grad_fn).__name__ == "_TowerLRNBackward"
 
 
@@ -198,6 +198,29 @@ def test_backward_keeps_at_most_one_extra_activation(kernel: bool, new_tensors: 
     storages = {t.untyped_storage().data_ptr() for t in saved}
     known = {x.untyped_storage().data_ptr(), out.untyped_storage().data_ptr()}
     assert saved and len(storages - known) == new_tensors
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_torch_compile_calls_the_kernel_inside_one_graph(layout: torch.memory_format) -> None:
+    """Fake kernels let Dynamo and AOTAutograd trace the op: one graph, the kernel in it, eager's numbers."""
+    graphs: list[str] = []
+
+    def recording_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # noqa: ANN202
+        graphs.append(gm.code)
+        return gm.forward
+
+    torch.manual_seed(0)
+    x = (torch.rand(2, 96, 5, 5) * 50).contiguous(memory_format=layout)
+    grad = torch.randn(2, 96, 5, 5).contiguous(memory_format=layout)
+    lrn = TowerLocalResponseNorm(2)
+    torch._dynamo.reset()
+    compiled = forward_backward(torch.compile(lrn, backend=recording_backend), x, grad)
+    assert len(graphs) == 1 and "alexnet_towers_lrn.forward" in graphs[0]
+    eager = forward_backward(lrn, x, grad)
+    assert torch.equal(compiled[0], eager[0]) and torch.equal(compiled[1], eager[1])
+    torch._dynamo.reset()
+    through_aot = forward_backward(torch.compile(lrn, backend="aot_eager"), x, grad)  # the fake backward too
+    assert torch.equal(through_aot[0], eager[0]) and torch.equal(through_aot[1], eager[1])
 
 
 def test_the_kernel_rejects_what_it_cannot_compute() -> None:

@@ -9,6 +9,10 @@ load the library (0.1 s).
 Where the kernel cannot be built (no compiler, no ninja) ``kernel_ops()`` returns None once, with a warning
 that says why, and ``src/models/lrn.py`` keeps its eager version: slower, same numbers.
 ``ALEXNET_TOWERS_LRN_KERNEL=0`` turns the kernel off.
+
+Once loaded, ``forward`` is an operator autograd and torch.compile understand: its backward is the library's
+``backward`` (which recomputes the scale from the input, so only the input is saved), and both have fake
+(shape-only) versions, so a compiled net calls the kernel inside its graph.
 """
 
 from __future__ import annotations
@@ -69,7 +73,55 @@ def kernel_ops() -> Any | None:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         log.warning("tower LRN: the C++ kernel could not be built (%s); using the eager version", reason)
         return None
-    return getattr(torch.ops, LIBRARY_NAME)
+    ops = getattr(torch.ops, LIBRARY_NAME)
+    _register_autograd_and_fakes(ops)
+    return ops
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the kernel is loaded (building it if needed); torch.compile takes the answer as a constant."""
+    return kernel_ops() is not None
+
+
+def forward(x: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """Tower LRN of ``x`` by the kernel, differentiable; call only where ``available()``."""
+    return getattr(torch.ops, LIBRARY_NAME).forward(x, towers, size, alpha, beta, k)
+
+
+def _output_like(x: torch.Tensor) -> torch.Tensor:
+    """An empty result in the kernel's layout: channels_last stays channels_last, anything else contiguous."""
+    channels_last = (
+        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+    return torch.empty_like(
+        x, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+
+
+def _register_autograd_and_fakes(ops: Any) -> None:
+    """Make ``ops.forward`` differentiable (by ``ops.backward``) and traceable (fake kernels) for compile."""
+
+    def fake_forward(
+        x: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float
+    ) -> torch.Tensor:
+        return _output_like(x)
+
+    def fake_backward(grad: torch.Tensor, x: torch.Tensor, *lrn: float) -> torch.Tensor:
+        return _output_like(x)
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, *lrn = inputs
+        ctx.save_for_backward(x)  # kept alive by the ReLU before anyway: nothing new is saved
+        ctx.lrn = lrn
+
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        return ops.backward(grad.to(x.dtype), x, *ctx.lrn), None, None, None, None, None
+
+    torch.library.register_fake(f"{LIBRARY_NAME}::forward")(fake_forward)
+    torch.library.register_fake(f"{LIBRARY_NAME}::backward")(fake_backward)
+    torch.library.register_autograd(f"{LIBRARY_NAME}::forward", backward, setup_context=setup_context)
 
 
 def load_library() -> Path:
