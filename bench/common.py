@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: a table row, timers that interleave the variants, a training step."""
+"""Shared pieces of the benchmarks: a table row, timers that interleave the variants, autocast."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -64,48 +63,3 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "32-true":
         return contextlib.nullcontext()
     raise ValueError(f"precision {precision!r}: choose 32-true or bf16-mixed")
-
-
-def training_step(
-    net: torch.nn.Module,
-    batch: int,
-    steps: int = 3,
-    precision: str = "32-true",
-    channels_last: bool = False,
-    device: torch.device | str = "cpu",
-    num_classes: int | None = None,
-    fused_sgd: bool = False,
-) -> Callable[[], int]:
-    """A function that runs ``steps`` training steps (forward, backward, SGD) and returns the images seen.
-
-    Random 224x224 inputs, SGD with the paper's momentum and weight decay (section 5), as the Trainer does it:
-    autocast around forward and loss for ``bf16-mixed``, fp32 weights and gradients.
-    """
-    device = torch.device(device)
-    net = net.to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4, fused=fused_sgd or None
-    )
-    images = torch.randn(batch, 3, 224, 224, device=device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, num_classes or net.num_classes, (batch,), device=device)
-    net.train()
-
-    def run() -> int:
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, precision):
-                loss = F.cross_entropy(net(images), labels)
-            loss.backward()
-            optimizer.step()
-        return steps * batch
-
-    return run
-
-
-def training_step_rate(net: torch.nn.Module, batch: int, repeats: int, steps: int = 3) -> float:
-    """Images per second of forward + backward + SGD step on random 224x224 inputs."""
-    return median_rate(training_step(net, batch, steps), repeats)

@@ -242,7 +242,7 @@ def lrn_rows(repeats: int) -> list[Row]:
     x_bf16_nhwc = x_bf16.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
 
     def timed(layer: nn.Module, inputs: torch.Tensor) -> Callable[[], int]:
-        upstream = grad.to(inputs.dtype).contiguous(memory_format=_layout(inputs))
+        upstream = torch.empty_like(inputs).copy_(grad)  # the input's dtype and memory layout
 
         def run() -> int:
             layer(inputs).backward(upstream)
@@ -274,11 +274,6 @@ def lrn_rows(repeats: int) -> list[Row]:
             "ms",
         ),
     ]
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def cpu_step_rows(quick: bool, gemm: dict[str, float]) -> tuple[list[Row], float]:

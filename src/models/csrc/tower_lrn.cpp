@@ -101,7 +101,7 @@ inline void window_scale(const float* __restrict__ squares, const Lrn& lrn, int6
 
 // Calls fn(first element of the block's tower, pixels in the block, scratch) for every (image, tower,
 // block of pixels), in parallel; each thread gets its own scratch of `rows` map rows.
-template <typename scalar_t, typename Fn>
+template <typename Fn>
 void for_each_block(const Layout& lay, const Lrn& lrn, int64_t rows, Fn fn) {
   const int64_t towers = lay.channels / lrn.maps;
   const int64_t blocks = (lay.pixels + kPixelsPerBlock - 1) / kPixelsPerBlock;
@@ -134,7 +134,7 @@ inline void scaled_squares(const float* __restrict__ maps, float alpha_n, int64_
 template <typename scalar_t>
 void forward_kernel(const scalar_t* x, scalar_t* out, const Layout& lay, const Lrn& lrn) {
   const int64_t plane = lrn.maps * kPixelsPerBlock;
-  for_each_block<scalar_t>(lay, lrn, 2, [&](int64_t offset, int64_t len, float* scratch) {
+  for_each_block(lay, lrn, 2, [&](int64_t offset, int64_t len, float* scratch) {
     float* __restrict__ maps = scratch;             // a
     float* __restrict__ squares = scratch + plane;  // alpha/n a^2
     float* __restrict__ scale = scratch + 2 * plane;
@@ -156,7 +156,7 @@ void backward_kernel(
     const scalar_t* grad, const scalar_t* x, scalar_t* grad_x, const Layout& lay, const Lrn& lrn) {
   const int64_t plane = lrn.maps * kPixelsPerBlock;
   const float coefficient = 2.0f * lrn.alpha_n * lrn.beta;
-  for_each_block<scalar_t>(lay, lrn, 4, [&](int64_t offset, int64_t len, float* scratch) {
+  for_each_block(lay, lrn, 4, [&](int64_t offset, int64_t len, float* scratch) {
     float* __restrict__ maps = scratch;                 // a
     float* __restrict__ grads = scratch + plane;        // g, then g s^-beta
     float* __restrict__ squares = scratch + 2 * plane;  // alpha/n a^2
@@ -280,9 +280,9 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, scalar_t* g
   });
 }
 
-void check_input(const at::Tensor& x, int64_t towers, int64_t size, const char* what) {
-  TORCH_CHECK(x.device().is_cpu(), "tower LRN kernel: ", what, " must be on the CPU, got ", x.device());
-  TORCH_CHECK(x.dim() >= 3, "tower LRN kernel: ", what, " needs (batch, channels, ...), got ", x.sizes());
+void check_input(const at::Tensor& x, int64_t towers, int64_t size) {
+  TORCH_CHECK(x.device().is_cpu(), "tower LRN kernel: the input must be on the CPU, got ", x.device());
+  TORCH_CHECK(x.dim() >= 3, "tower LRN kernel: the input needs (batch, channels, ...), got ", x.sizes());
   TORCH_CHECK(towers > 0 && x.size(1) % towers == 0, "tower LRN kernel: ", x.size(1),
               " channels do not split into ", towers, " towers");
   TORCH_CHECK(size > 0, "tower LRN kernel: size must be positive, got ", size);
@@ -307,7 +307,7 @@ struct Prepared {
 };
 
 Prepared prepare(const at::Tensor& input, int64_t towers, int64_t size, double alpha, double beta, double k) {
-  check_input(input, towers, size, "input");
+  check_input(input, towers, size);
   const bool channels_last =
       input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
