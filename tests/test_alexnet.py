@@ -182,3 +182,44 @@ def test_unknown_layer_and_fc8_have_no_tower() -> None:
     with pytest.raises(KeyError, match="fc8 belongs to no tower"):
         net.tower_kernels("fc8")
     assert [k.shape for k in net.tower_kernels("conv2")] == [(128, 48, 5, 5)] * 2
+
+
+SMALL_WIDTHS = {"conv_widths": (96, 16, 16, 16, 16), "fc_width": 16}
+
+
+def test_lrn_constants_are_model_config() -> None:
+    """Caffe's weights need k = 1 (section 3.3: 2): n, k, alpha, beta reach both LRN layers and config()."""
+    net = AlexNet(10, 2, lrn_size=3, lrn_k=1.0, lrn_alpha=2e-4, lrn_beta=0.5, **SMALL_WIDTHS)
+    for norm in (net.features.norm1, net.features.norm2):
+        assert (norm.towers, norm.size, norm.k, norm.alpha, norm.beta) == (2, 3, 1.0, 2e-4, 0.5)
+    config = net.config()
+    assert {k: config[k] for k in ("lrn_size", "lrn_k", "lrn_alpha", "lrn_beta", "lrn_after_pool")} == {
+        "lrn_size": 3,
+        "lrn_k": 1.0,
+        "lrn_alpha": 2e-4,
+        "lrn_beta": 0.5,
+        "lrn_after_pool": False,
+    }
+    assert AlexNet(**config).config() == config
+
+
+def test_a_config_from_before_the_lrn_keys_builds_the_paper_lrn() -> None:
+    """Checkpoints written before the LRN keys existed hold no lrn_*: they rebuild what they computed."""
+    paper = AlexNet(10, 2, **SMALL_WIDTHS).config()
+    assert (paper["lrn_size"], paper["lrn_k"], paper["lrn_alpha"], paper["lrn_beta"]) == (5, 2.0, 1e-4, 0.75)
+    old = {k: v for k, v in paper.items() if not k.startswith("lrn_")}
+    assert AlexNet(**old).config() == paper
+
+
+def test_caffenet_order_pools_before_normalising() -> None:
+    torch.manual_seed(0)
+    caffenet = AlexNet(10, 2, lrn_after_pool=True, lrn_k=1.0, **SMALL_WIDTHS).eval()
+    names = list(caffenet.features._modules)
+    assert names[:8] == ["conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2"]
+    assert caffenet.config()["lrn_after_pool"] is True
+    alexnet = AlexNet(10, 2, lrn_k=1.0, **SMALL_WIDTHS).eval()
+    alexnet.load_state_dict(caffenet.state_dict())  # the same parameter names in either order
+    x = torch.rand(2, 3, 224, 224) * 100
+    with torch.no_grad():
+        a, b = alexnet(x), caffenet(x)
+    assert a.shape == b.shape == (2, 10) and not torch.allclose(a, b)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -13,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from src.models.alexnet import AlexNet
+from src.models.caffe_weights import caffe_arrays, read_caffe_weights, write_caffe_weights
 from src.train import build_callbacks, build_loggers, build_module
 from tests.conftest import CONF, compose_train
 
@@ -40,6 +42,8 @@ def test_config_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     overrides = [f"{group}={option}"]
     if group == "data" and option == "folders":
         overrides += ["data.root=/somewhere", "data.num_classes=10"]
+    if group == "model" and option == "bvlc_alexnet":
+        overrides += small_bvlc_alexnet(tmp_path)
     cfg = compose_train(overrides, tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     assert isinstance(datamodule, L.LightningDataModule)
@@ -65,6 +69,33 @@ def test_model_configs_have_the_documented_towers_and_widths(tmp_path: Path) -> 
         assert len(net.tower_kernels("conv1")) == towers
     three = hydra.utils.instantiate(compose_train(["model=three_tower"], tmp_path).model)
     assert three.conv_widths == (96, 255, 384, 384, 255) and three.fc_width == 4095
+
+
+#: bvlc_alexnet's layout at small widths, so that tests can write its weights file quickly.
+SMALL_CAFFE_WIDTHS = {"conv_widths": [96, 16, 16, 16, 8], "fc_width": 16}
+
+
+def small_bvlc_alexnet(tmp_path: Path, num_classes: int = 1000) -> list[str]:
+    """Overrides for ``model=bvlc_alexnet``: a small weights file written to ``tmp_path`` and its widths."""
+    source = AlexNet(num_classes, 2, **SMALL_CAFFE_WIDTHS)
+    path = write_caffe_weights(source, tmp_path / "bvlc_alexnet_small.npy")
+    return [f"model.pretrained={path}", "model.conv_widths=[96,16,16,16,8]", "model.fc_width=16"]
+
+
+def test_bvlc_alexnet_starts_from_the_file_with_caffe_lrn(tmp_path: Path) -> None:
+    overrides = small_bvlc_alexnet(tmp_path, num_classes=2)  # the synthetic data's 2 classes: fc8 loads too
+    net = hydra.utils.instantiate(compose_train(["model=bvlc_alexnet", *overrides], tmp_path).model)
+    arrays, loaded = read_caffe_weights(overrides[0].split("=", 1)[1]), caffe_arrays(net)
+    assert all(np.array_equal(arrays[name][0], loaded[name][0]) for name in arrays)  # fc8 included
+    config = net.config()
+    assert (config["lrn_k"], config["lrn_size"], config["lrn_alpha"], config["lrn_beta"]) == (
+        1.0,
+        5,
+        1e-4,
+        0.75,
+    )
+    with pytest.raises(Exception, match="pretrained"):  # model.pretrained=??? must be given
+        hydra.utils.instantiate(compose_train(["model=bvlc_alexnet"], tmp_path).model)
 
 
 def test_sweepable_tower_override(tmp_path: Path) -> None:

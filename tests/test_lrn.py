@@ -231,3 +231,20 @@ def test_the_kernel_rejects_what_it_cannot_compute() -> None:
         ops.forward(torch.zeros(1, 6, 2, 2), 4, 5, 1e-4, 0.75, 2.0)
     with pytest.raises(RuntimeError, match="must match the input"):
         ops.backward(torch.zeros(1, 4, 2, 3), torch.zeros(1, 4, 2, 2), 2, 5, 1e-4, 0.75, 2.0)
+
+
+@IMPLEMENTATIONS
+def test_caffe_k_of_1_matches_torch_lrn_forward_and_backward(kernel: bool) -> None:
+    """Caffe's LRN (k = 1: BVLC's AlexNet and CaffeNet) in both implementations, inside each tower."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 96, 5, 5) * 60
+    grad = torch.randn(x.shape)
+    ours = forward_backward(
+        lambda t: tower_local_response_norm(t, 2, 5, 1e-4, 0.75, 1.0, kernel=kernel), x, grad
+    )
+    per_tower = forward_backward(lambda t: reference_local_response_norm(t, 2, 5, 1e-4, 0.75, 1.0), x, grad)
+    assert relative_error(ours[0], per_tower[0]) < 1e-5 and relative_error(ours[1], per_tower[1]) < 1e-5
+    whole = F.local_response_norm(x[:, 48:], 5, 1e-4, 0.75, 1.0)
+    assert relative_error(ours[0][:, 48:], whole) < 1e-5
+    paper = tower_local_response_norm(x, 2, kernel=kernel)  # k = 2
+    assert not torch.allclose(ours[0], paper, rtol=1e-2)

@@ -17,6 +17,11 @@ grouped convolutions:
 LRN: section 3.3 (see ``lrn.py``), n=5, k=2, alpha=1e-4, beta=0.75, inside each tower. Overlapping pooling:
 section 3.4 (size 3, stride 2). Dropout: section 4.2. Initialisation: section 5 (``init="paper"``).
 
+The LRN constants are arguments (``lrn_size``, ``lrn_k``, ``lrn_alpha``, ``lrn_beta``), because the
+published Caffe weights were trained with Caffe's LRN, whose default ``k`` is 1, not the paper's 2
+(``caffe_weights.py``, ``conf/model/bvlc_alexnet.yaml``). ``lrn_after_pool`` is CaffeNet's variant
+(``bvlc_reference_caffenet``): conv1 and conv2 are pooled before they are normalised.
+
 Input: 224x224 crops (section 4.1) with 2 pixels of zero padding at conv1, so (224 + 4 - 11) // 4 + 1 = 55,
 the paper's 55x55 maps; a 227 crop with no padding gives the same sizes. Spatial sizes: 55 -> pool 27 -> 27
 -> pool 13 -> 13 -> 13 -> 13 -> pool 6, so fc6 sees 256 x 6 x 6 = 9216 inputs. ``avgpool`` (as in
@@ -38,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.models.lrn import TowerLocalResponseNorm
+from src.models.lrn import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, TowerLocalResponseNorm
 
 # Section 3.5 / figure 2: kernels per conv layer (both towers together) and neurons per hidden fc layer.
 PAPER_CONV_WIDTHS = (96, 256, 384, 384, 256)
@@ -71,6 +76,9 @@ class AlexNet(nn.Module):
         fc_width: neurons of fc6 and fc7, all towers together.
         dropout: dropout probability on the inputs of fc6 and fc7.
         init: ``"paper"`` (section 5) or ``"kaiming"`` (He et al. 2015, zero biases).
+        lrn_size, lrn_k, lrn_alpha, lrn_beta: LRN's n, k, alpha, beta (section 3.3: 5, 2, 1e-4, 0.75; alpha
+            in cuda-convnet's and Caffe's convention, divided by n: see ``lrn.py``).
+        lrn_after_pool: pool conv1 and conv2 before normalising them (CaffeNet); the paper normalises first.
         channels_last: keep weights and activations in NHWC memory order (inputs are converted in
             ``forward``). The same outputs, within float rounding; oneDNN's bf16 convolutions on CPUs are
             faster in this order. Not part of ``config()``: it says how to run the net, not what it is.
@@ -87,6 +95,11 @@ class AlexNet(nn.Module):
         fc_width: int = PAPER_FC_WIDTH,
         dropout: float = DROPOUT,
         init: str = "kaiming",
+        lrn_size: int = LRN_SIZE,
+        lrn_k: float = LRN_K,
+        lrn_alpha: float = LRN_ALPHA,
+        lrn_beta: float = LRN_BETA,
+        lrn_after_pool: bool = False,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -105,23 +118,28 @@ class AlexNet(nn.Module):
         def own(name: str) -> int:
             return towers if name in OWN_TOWER_LAYERS else 1
 
+        def norm_and_pool(i: int) -> list[tuple[str, nn.Module]]:
+            norm = TowerLocalResponseNorm(towers, lrn_size, lrn_alpha, lrn_beta, lrn_k)
+            steps = [(f"norm{i}", norm), (f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2))]
+            return steps[::-1] if lrn_after_pool else steps
+
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=CONV1_PADDING),
-                relu1=nn.ReLU(inplace=True),
-                norm1=TowerLocalResponseNorm(towers),
-                pool1=nn.MaxPool2d(kernel_size=3, stride=2),
-                conv2=nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=own("conv2")),
-                relu2=nn.ReLU(inplace=True),
-                norm2=TowerLocalResponseNorm(towers),
-                pool2=nn.MaxPool2d(kernel_size=3, stride=2),
-                conv3=nn.Conv2d(c2, c3, kernel_size=3, padding=1, groups=own("conv3")),
-                relu3=nn.ReLU(inplace=True),
-                conv4=nn.Conv2d(c3, c4, kernel_size=3, padding=1, groups=own("conv4")),
-                relu4=nn.ReLU(inplace=True),
-                conv5=nn.Conv2d(c4, c5, kernel_size=3, padding=1, groups=own("conv5")),
-                relu5=nn.ReLU(inplace=True),
-                pool5=nn.MaxPool2d(kernel_size=3, stride=2),
+                [
+                    ("conv1", nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=CONV1_PADDING)),
+                    ("relu1", nn.ReLU(inplace=True)),
+                    *norm_and_pool(1),
+                    ("conv2", nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=own("conv2"))),
+                    ("relu2", nn.ReLU(inplace=True)),
+                    *norm_and_pool(2),
+                    ("conv3", nn.Conv2d(c2, c3, kernel_size=3, padding=1, groups=own("conv3"))),
+                    ("relu3", nn.ReLU(inplace=True)),
+                    ("conv4", nn.Conv2d(c3, c4, kernel_size=3, padding=1, groups=own("conv4"))),
+                    ("relu4", nn.ReLU(inplace=True)),
+                    ("conv5", nn.Conv2d(c4, c5, kernel_size=3, padding=1, groups=own("conv5"))),
+                    ("relu5", nn.ReLU(inplace=True)),
+                    ("pool5", nn.MaxPool2d(kernel_size=3, stride=2)),
+                ]
             )
         )
         self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
@@ -184,7 +202,14 @@ class AlexNet(nn.Module):
 
 
 def network_config(net: nn.Module) -> dict[str, Any]:
-    """``AlexNet``'s constructor arguments, read from ``net`` (an ``AlexNet`` or one tower of it)."""
+    """``AlexNet``'s constructor arguments, read from ``net`` (an ``AlexNet`` or one tower of it).
+
+    The LRN constants and order are read from the ``norm1`` layer itself, so the config says what the net
+    computes. Checkpoints written before these keys existed rebuild with the defaults, which are what those
+    nets computed.
+    """
+    norm = net.features.norm1
+    names = list(net.features._modules)
     return {
         "num_classes": net.num_classes,
         "towers": net.towers,
@@ -192,6 +217,11 @@ def network_config(net: nn.Module) -> dict[str, Any]:
         "fc_width": net.fc_width,
         "dropout": net.dropout,
         "init": net.init,
+        "lrn_size": norm.size,
+        "lrn_k": norm.k,
+        "lrn_alpha": norm.alpha,
+        "lrn_beta": norm.beta,
+        "lrn_after_pool": names.index("pool1") < names.index("norm1"),
     }
 
 

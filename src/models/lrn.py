@@ -8,7 +8,9 @@ with k=2, n=5, alpha=1e-4, beta=0.75. Krizhevsky's cuda-convnet, which trained t
 ``alpha`` by ``n`` (it averages the squares instead of summing them), and so does
 ``torch.nn.LocalResponseNorm``. We follow the code that produced the paper's numbers: ``alpha=1e-4`` here
 means ``alpha / n = 2e-5`` per squared neighbour. The sum is clipped at the first and last map, as in both
-implementations.
+implementations. Caffe's ``LRN`` layer (``ACROSS_CHANNELS``) computes the same formula, also with
+``alpha / n``, but its ``k`` defaults to 1 and BVLC's AlexNet and CaffeNet leave it there:
+``AlexNet(lrn_k=1.0)`` for their weights (``caffe_weights.py``).
 
 On two GPUs each GPU normalised its own kernel maps: the neighbours of a map never come from the other tower.
 A plain ``nn.LocalResponseNorm`` over all 96 conv1 maps would let maps 46-47 of tower 0 see maps 48-49 of
