@@ -3,6 +3,10 @@
 Tests the checkpoint's network on the data's ``test/`` split twice, on the centre patch and with the softmax
 averaged over the ten views (paper section 4.1), then prints and logs ``test/centre_acc``,
 ``test/centre_loss``, ``test/ten_crop_acc`` and ``test/ten_crop_loss``.
+
+``ckpt_path=<weights>.npy`` tests published weights instead (Caffe's ``bvlc_alexnet.npy``, imported by
+``src/models/caffe_weights.py``; ``+imported_net.lrn_after_pool=true`` for CaffeNet's file), fed as Caffe fed
+them: 0..255 minus Caffe's ImageNet mean pixel.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from src.models.caffe_weights import (  # noqa: E402
+    WEIGHTS_SUFFIX,
+    alexnet_from_caffe_weights,
+    caffe_pixel_statistics,
+)
 from src.models.classifier import TowerClassifier, load_network  # noqa: E402
 from src.train import build_loggers, finish  # noqa: E402
 
@@ -32,7 +41,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"ckpt_path={checkpoint} is not a file")
     L.seed_everything(cfg.seed, workers=True)
-    module = TowerClassifier(net=load_network(checkpoint))
+    imported = checkpoint.suffix == WEIGHTS_SUFFIX
+    if imported:
+        net = alexnet_from_caffe_weights(checkpoint, **(cfg.get("imported_net") or {}))
+    else:
+        net = load_network(checkpoint)
+    module = TowerClassifier(net=net)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[])
     for logger in loggers:
@@ -43,9 +57,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = hydra.utils.instantiate(cfg.data, test_views=views)
         if not datamodule.has_test_split:
             raise FileNotFoundError(f"no test split: {datamodule.root / 'test'} does not exist")
+        if imported:  # the module holds the weights; the pixel statistics are Caffe's
+            datamodule.register_pixel_stats(*caffe_pixel_statistics())
         # ckpt_path restores the weights and the training run's pixel statistics (the datamodule's state).
         (metrics,) = trainer.test(
-            module, datamodule=datamodule, ckpt_path=str(checkpoint), weights_only=False
+            module, datamodule=datamodule, ckpt_path=None if imported else str(checkpoint), weights_only=False
         )
         results[f"test/{name}_acc"] = float(metrics["test/acc"])
         results[f"test/{name}_loss"] = float(metrics["test/loss"])

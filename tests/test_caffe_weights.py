@@ -230,3 +230,30 @@ def test_caffe_pixel_statistics_are_its_mean_pixel_in_rgb() -> None:
     mean, std = caffe_pixel_statistics()
     assert mean.tolist() == pytest.approx([122.68, 116.67, 104.01], abs=0.01)
     assert std.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_file(tmp_path: Path, train_cli) -> None:
+    """``src/train.py model=bvlc_alexnet model.pretrained=...``: with lr 0 the checkpoint is the file."""
+    from tests.test_train import TINY_DATA, run_dir
+
+    source = seeded(2, num_classes=2)
+    weights = write_caffe_weights(source, tmp_path / "bvlc_alexnet_small.npy")
+    result = train_cli(
+        *TINY_DATA,
+        f"data.root={tmp_path / 'synthetic'}",
+        "model=bvlc_alexnet",
+        f"model.pretrained={weights}",
+        "model.conv_widths=[96,16,16,16,8]",
+        "model.fc_width=16",
+        "data.normalize=mean",
+        "optimizer.lr=0",
+        "trainer.max_epochs=1",
+        "logger=csv",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["net_config"]["lrn_k"] == 1.0
+    trained = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    for name, value in source.state_dict().items():
+        assert torch.equal(trained[name], value), name

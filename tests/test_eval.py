@@ -43,3 +43,22 @@ def test_eval_missing_checkpoint_names_it(tmp_path: Path, eval_cli) -> None:
     result = eval_cli(f"ckpt_path={tmp_path / 'nothing.ckpt'}")
     assert result.returncode != 0
     assert f"ckpt_path={tmp_path / 'nothing.ckpt'} is not a file" in result.stderr
+
+
+@pytest.mark.slow
+def test_eval_runs_on_an_imported_weights_file(tmp_path: Path, eval_cli) -> None:
+    """``ckpt_path=<bvlc_alexnet.npy>``: published weights, imported, on a test split with no train/."""
+    from src.data.synthetic import generate_dataset
+    from src.models.alexnet import AlexNet
+    from src.models.caffe_weights import CAFFE_LRN, write_caffe_weights
+
+    net = AlexNet(2, 2, conv_widths=(96, 16, 16, 16, 8), fc_width=16, **CAFFE_LRN)
+    weights = write_caffe_weights(net, tmp_path / "bvlc_alexnet_small.npy")
+    generate_dataset(tmp_path / "synthetic", train_per_class=1, test_per_class=4)
+    shutil.copytree(tmp_path / "synthetic" / "test", tmp_path / "test_only" / "test")
+    data = ["data=catsdogs", f"data.root={tmp_path / 'test_only'}", "data.batch_size=4"]
+    result = eval_cli(f"ckpt_path={weights}", *data, "trainer=cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", result.stdout, flags=re.MULTILINE))
+    assert set(values) == {"test/centre_acc", "test/centre_loss", "test/ten_crop_acc", "test/ten_crop_loss"}
+    assert all(float(values[f"test/{name}_acc"]) * 8 % 1 == 0 for name in ("centre", "ten_crop"))

@@ -66,6 +66,13 @@ def stdout(nb: nbformat.NotebookNode) -> str:
     return "".join(o["text"] for o in outputs(nb) if o["output_type"] == "stream" and o["name"] == "stdout")
 
 
+def assert_reference_shown(text: str) -> None:
+    """CaffeNet's numbers (src/analysis/reference_kernels.py) and their zero-level table were printed."""
+    reference = text[text.index("CaffeNet, the reference:") :]
+    assert "tower 1: mean colour score 0.740" in reference and "split = 0.917" in reference
+    assert "| -0.03 |" in reference and "| +0.03 |" in reference
+
+
 @pytest.fixture
 def jupyter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A kernel for this python, with IPython's profile folder kept out of HOME."""
@@ -97,10 +104,14 @@ def test_notebook_runs_on_a_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert f"run:        {runs[HAND_BUILT]}" in text
     split = re.search(r"split = ([0-9.]+)", text)
     assert split is not None and float(split.group(1)) > 0.99
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| run")]
+    sweep_table = text[text.index("| run |") :]  # after the reference's zero-level table
+    rows = [
+        line for line in sweep_table.splitlines() if line.startswith("| ") and not line.startswith("| run")
+    ]
     assert [row.split("|")[1].strip() for row in rows] == [str(JOBS[key]) for key in sorted(JOBS)]
     images = [o for o in outputs(nb) if o["output_type"] == "display_data" and "image/png" in o["data"]]
-    assert len(images) == 3  # kernels, histogram, split against towers
+    assert len(images) == 4  # kernels, histogram, the reference's kernels, split against towers
+    assert_reference_shown(text)
 
 
 @pytest.mark.slow
@@ -122,4 +133,5 @@ def test_notebook_skips_the_comparison_without_a_sweep(
     assert "sweep:      None" in text and "skipping the comparison" in text
     assert float(re.search(r"split = ([0-9.]+)", text).group(1)) > 0.99  # type: ignore[union-attr]
     images = [o for o in outputs(nb) if o["output_type"] == "display_data" and "image/png" in o["data"]]
-    assert len(images) == 2  # kernels and histogram only
+    assert len(images) == 3  # kernels, histogram and the reference's kernels
+    assert_reference_shown(text)

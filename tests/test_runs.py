@@ -11,11 +11,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.analysis.reference_kernels import ReferenceSplit
 from src.analysis.runs import (
     RunSummary,
     checkpoint_for,
     describe_stats,
     find_runs,
+    first_layer,
     fresh_splits,
     kernels_plot,
     latest_run,
@@ -28,6 +30,7 @@ from src.analysis.runs import (
     summary_table,
 )
 from src.models.alexnet import AlexNet
+from src.models.caffe_weights import write_caffe_weights
 from src.models.classifier import load_network
 
 #: conv1 as in the paper (96 kernels, 11x11x3); every later layer tiny, so checkpoints are small.
@@ -326,3 +329,36 @@ def test_kernel_and_histogram_figures() -> None:
     fig = score_histogram(stats_for_model_kernels(kernels))
     assert len(fig.axes[0].patches) >= 2  # one outline per tower
     fig.savefig(io.BytesIO(), format="png")
+
+
+def test_split_by_towers_plot_with_a_trained_reference(summaries: dict[tuple[int, int], RunSummary]) -> None:
+    reference = ReferenceSplit("CaffeNet (ImageNet)", 0.917, 0.917, 0.931)
+    fig = split_by_towers_plot(list(summaries.values()), reference_seeds=0, reference=reference)
+    ax = fig.axes[0]
+    (line,) = [line for line in ax.get_lines() if line.get_gid() == "reference"]
+    assert list(line.get_ydata()) == [0.917, 0.917]
+    assert line.get_label() == "CaffeNet (ImageNet): 0.92 (0.92..0.93)"
+    (strip,) = [patch for patch in ax.patches if patch.get_gid() == "reference-range"]
+    assert strip.get_y() == pytest.approx(0.917)
+    assert strip.get_y() + strip.get_height() == pytest.approx(0.931)
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def test_first_layer_of_every_kind_of_source(
+    sweep: tuple[Path, dict[tuple[int, int], Path]], tmp_path: Path
+) -> None:
+    run = sweep[1][HAND_BUILT]
+    label, kernels = first_layer(run)
+    assert label == str(run / "checkpoints" / "last.ckpt") and [k.shape[0] for k in kernels] == [48, 48]
+    assert torch.equal(kernels[1], load_network(run / "checkpoints" / "last.ckpt").tower_kernels()[1])
+
+    net = make_grey_and_opponent(make_net(2, 0))
+    weights = write_caffe_weights(net, tmp_path / "weights.npy")
+    label, kernels = first_layer(weights)
+    assert "published weights" in label
+    assert all(torch.equal(a, b) for a, b in zip(kernels, net.tower_kernels(), strict=True))
+
+    label, kernels = first_layer("caffenet")
+    assert "caffenet_conv1.png" in label and [k.shape for k in kernels] == [(48, 3, 11, 11)] * 2
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        first_layer(tmp_path / "nothing")

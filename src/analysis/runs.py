@@ -18,7 +18,12 @@ every kernel of one tower is more colourful than every kernel of the other (figu
 initialised kernels are not exactly 0: for 2 x 48 kernels the split of a fresh net averages about 0.09 (one
 standard deviation of the statistic is about 0.12), and with more towers the most and least colourful towers
 are compared, which raises the chance level further (about 0.25 for 4 x 24 kernels).
-:func:`split_by_towers_plot` therefore draws that chance level from fresh nets of every tower count.
+:func:`split_by_towers_plot` therefore draws that chance level from fresh nets of every tower count, and
+can draw a reference beside the runs: the split of a net that really learned ImageNet (CaffeNet's, from
+:mod:`src.analysis.reference_kernels`).
+
+:func:`first_layer` reads conv1 from any source the analysis command (``src/analyse.py``) takes: the
+reference ``caffenet``, a checkpoint, a run folder, a folder of runs, or a published weights file (``.npy``).
 """
 
 from __future__ import annotations
@@ -38,16 +43,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.analysis.colour import TowerColourStats, stats_for_model_kernels
 from src.analysis.kernel_images import towers_figure
+from src.analysis.reference_kernels import CAFFENET_PICTURE, ReferenceSplit, caffenet_towers
 from src.models.alexnet import AlexNet
-from src.models.classifier import network_from_checkpoint
+from src.models.caffe_weights import WEIGHTS_SUFFIX, alexnet_from_caffe_weights
+from src.models.classifier import load_network, network_from_checkpoint
 
 __all__ = [
+    "CAFFENET",
     "LAST_CHECKPOINT",
     "RANDOM_INIT_SEEDS",
     "RunSummary",
     "checkpoint_for",
     "describe_stats",
     "find_runs",
+    "first_layer",
     "fresh_splits",
     "kernels_plot",
     "latest_run",
@@ -66,6 +75,8 @@ LAST_CHECKPOINT = "last.ckpt"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 #: Fresh nets per tower count behind the chance level in :func:`split_by_towers_plot`.
 RANDOM_INIT_SEEDS: int = 20
+#: The source name of the reference first layer (:mod:`src.analysis.reference_kernels`).
+CAFFENET = "caffenet"
 
 
 # --- finding runs ---------------------------------------------------------------------------------------
@@ -254,6 +265,25 @@ def summarise_run(run: str | os.PathLike[str]) -> RunSummary:
     )
 
 
+def first_layer(source: str | os.PathLike[str]) -> tuple[str, list[torch.Tensor]]:
+    """A description of ``source`` and its conv1 kernels per tower (RGB, on the CPU).
+
+    Args:
+        source: ``"caffenet"`` (the reference: CaffeNet's kernels recovered from its picture), a weights file
+            ending in ``.npy`` (imported by :func:`~src.models.caffe_weights.alexnet_from_caffe_weights`), or
+            a checkpoint, run folder or folder of runs (its latest run), as :func:`checkpoint_for` takes.
+    """
+    if str(source) == CAFFENET:
+        return f"CaffeNet conv1, recovered from {CAFFENET_PICTURE.name}", caffenet_towers()
+    path = Path(source)
+    if path.suffix == WEIGHTS_SUFFIX:
+        return f"{path} (published weights, imported)", alexnet_from_caffe_weights(path).tower_kernels(
+            "conv1"
+        )
+    checkpoint = checkpoint_for(path)
+    return str(checkpoint), load_network(checkpoint).tower_kernels("conv1")
+
+
 # --- text ------------------------------------------------------------------------------------------------
 
 
@@ -413,15 +443,21 @@ def _draw_chance(ax: Any, groups: dict[int, list[RunSummary]], seeds: int) -> No
     )
 
 
-def split_by_towers_plot(summaries: Sequence[RunSummary], reference_seeds: int = RANDOM_INIT_SEEDS) -> Figure:
+def split_by_towers_plot(
+    summaries: Sequence[RunSummary],
+    reference_seeds: int = RANDOM_INIT_SEEDS,
+    reference: ReferenceSplit | None = None,
+) -> Figure:
     """The split statistic of every run against its tower count (section 6.1, figure 3).
 
     One point per run (a colour per seed, slightly spread sideways within a tower count), a black bar at
     the mean per tower count, and the chance level: the dashed line is the mean split of ``reference_seeds``
     freshly initialised nets of each tower count (same conv1 size), the grey band their range. A fresh net
     with 2 x 48 kernels gives about 0.09 on average; more towers raise it, as the extreme pair is compared.
-    ``reference_seeds=0`` leaves the chance level out. Artists carry gids ``runs``, ``means``,
-    ``random-level`` and ``random-band``.
+    ``reference_seeds=0`` leaves the chance level out. ``reference`` (e.g.
+    :func:`~src.analysis.reference_kernels.caffenet_split`) adds a solid line at a trained net's split and a
+    hatched strip over its range. Artists carry gids ``runs``, ``means``, ``random-level``, ``random-band``,
+    ``reference`` and ``reference-range``.
     """
     if not summaries:
         raise ValueError("need at least one run summary to plot")
@@ -430,6 +466,14 @@ def split_by_towers_plot(summaries: Sequence[RunSummary], reference_seeds: int =
     ax = fig.add_subplot()
     if reference_seeds > 0:
         _draw_chance(ax, groups, reference_seeds)
+    if reference is not None:
+        ax.axhspan(reference.low, reference.high, color="C3", alpha=0.15, gid="reference-range")
+        ax.axhline(
+            reference.split,
+            color="C3",
+            gid="reference",
+            label=f"{reference.name}: {reference.split:.2f} ({reference.low:.2f}..{reference.high:.2f})",
+        )
     seeds = sorted({s.seed for s in summaries}, key=lambda v: (v is None, v or 0))
     for i, seed in enumerate(seeds):
         xs, ys = [], []
