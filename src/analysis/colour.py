@@ -81,6 +81,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from src.analysis.smoothness import low_frequency_share
+
 __all__ = [
     "COLOUR_THRESHOLD",
     "TowerColourStats",
@@ -180,6 +182,8 @@ class TowerColourStats:
             None for more, where picking the extreme pair makes it invalid.
         pairwise_auc: for every pair i < j, the unoriented AUC of tower i over tower j (P(s_i > s_j)).
         halves: True when the two "towers" are the halves of one tower (the towers = 1 control).
+        low_frequency: per tower, the mean :func:`~src.analysis.smoothness.low_frequency_share` of its
+            kernels: how far they have moved from random (about 0.17 for random 11x11 kernels).
     """
 
     scores: tuple[torch.Tensor, ...]
@@ -194,6 +198,7 @@ class TowerColourStats:
     p_value: float | None
     pairwise_auc: dict[tuple[int, int], float] = field(default_factory=dict)
     halves: bool = False
+    low_frequency: tuple[float, ...] = ()
 
     @property
     def towers(self) -> int:
@@ -210,7 +215,9 @@ class TowerColourStats:
         - ``kernels/split``: 2 * AUC - 1 between the extreme towers, 0 alike .. 1 separated;
         - ``kernels/auc``: that AUC (>= 0.5);
         - ``kernels/mean_gap``: highest minus lowest tower mean;
-        - ``kernels/split_p`` (two groups only): two-sided p-value of the split under no difference.
+        - ``kernels/split_p`` (two groups only): two-sided p-value of the split under no difference;
+        - ``kernels/tower{t}/low_freq`` and ``kernels/low_freq``: the mean low-frequency share of tower t's
+          kernels and of all of them (the learning measure, ``src/analysis/smoothness.py``).
 
         For the towers = 1 control (``halves`` True), tower0 / tower1 are the first / second half of the
         one tower's kernels.
@@ -224,6 +231,12 @@ class TowerColourStats:
         out[f"{prefix}/mean_gap"] = float(self.mean_gap)
         if self.p_value is not None:
             out[f"{prefix}/split_p"] = float(self.p_value)
+        if self.low_frequency:
+            counts = [s.numel() for s in self.scores]
+            for t, share in enumerate(self.low_frequency):
+                out[f"{prefix}/tower{t}/low_freq"] = float(share)
+            weighted = sum(share * n for share, n in zip(self.low_frequency, counts, strict=True))
+            out[f"{prefix}/low_freq"] = float(weighted / sum(counts))
         return out
 
 
@@ -271,6 +284,7 @@ def tower_colour_stats(
         p_value=p,
         pairwise_auc=pairwise,
         halves=halves,
+        low_frequency=tuple(float(low_frequency_share(k).mean()) for k in kernels_per_tower),
     )
 
 
