@@ -39,6 +39,12 @@ class TowerClassifier(L.LightningModule):
             ``None`` for a module that only evaluates.
         scheduler: a partial taking the optimizer, or ``None`` for a constant learning rate.
         scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` watches.
+        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over the first
+            ``warmup_steps`` optimiser steps (Goyal et al. 2017, section 2.2); 0: no warm-up (the paper).
+            The warm-up scales each step's rate and leaves the scheduled rate alone, so a plateau schedule
+            and a resumed run see the rate they set.
+        lr_batch: the global batch the optimizer's ``lr`` is meant for; the rate is scaled linearly to
+            the run's batch (``lr x batch / lr_batch``, Goyal et al. 2017, section 2.1). ``None``: as given.
         compile: ``torch.compile`` the network in ``configure_model``; ``None`` does what the net asks
             (``net.compile_requested``, set by ``model.compile`` in the config).
     """
@@ -50,10 +56,17 @@ class TowerClassifier(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_monitor: str = "val/acc",
         compile: bool | None = None,
+        warmup_steps: int = 0,
+        lr_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
+        if warmup_steps < 0 or (lr_batch is not None and lr_batch < 1):
+            raise ValueError(
+                f"scheduler.warmup_steps must be >= 0 and scheduler.lr_batch a positive batch or null, "
+                f"got {warmup_steps} and {lr_batch}"
+            )
         self.compile_net = getattr(net, "compile_requested", False) if compile is None else compile
         self._net_compiled = False
         num_classes = net.num_classes
@@ -99,7 +112,8 @@ class TowerClassifier(L.LightningModule):
         self.train_acc(logits, labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] * self.warmup_factor()
+        self.log("lr", lr, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -125,6 +139,37 @@ class TowerClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[NET_CONFIG_KEY] = self.net.config()
 
+    def warmup_factor(self) -> float:
+        """The share of the scheduled learning rate the current step uses (1 after the warm-up)."""
+        warmup = self.hparams.get("warmup_steps", 0)
+        if not warmup or self._trainer is None:
+            return 1.0
+        return min(1.0, (self.trainer.global_step + 1) / warmup)
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        factor = self.warmup_factor()
+        if factor == 1.0:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        finally:
+            for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = lr
+
+    def batch_scaled(self, lr: float) -> float:
+        """``lr`` scaled to the run's global batch when ``lr_batch`` is set (see the class docstring)."""
+        lr_batch = self.hparams.get("lr_batch")
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        batch = getattr(datamodule, "batch_size", None)
+        if not lr_batch or not batch:
+            return lr
+        return lr * int(batch) / lr_batch
+
     def configure_optimizers(self) -> dict[str, Any]:
         if self.hparams.optimizer is None:
             raise ValueError(
@@ -135,6 +180,14 @@ class TowerClassifier(L.LightningModule):
         optimizer = self.hparams.optimizer(
             params=[{"params": weights}, {"params": biases, "weight_decay": 0.0}]
         )
+        given = optimizer.param_groups[0]["lr"]
+        for group in optimizer.param_groups:
+            group["lr"] = self.batch_scaled(group["lr"])
+        if optimizer.param_groups[0]["lr"] != given and self.trainer.is_global_zero:
+            print(
+                f"learning rate: {given:g} at batch {self.hparams.lr_batch} -> "
+                f"{optimizer.param_groups[0]['lr']:g} at batch {self.trainer.datamodule.batch_size}"
+            )
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = self.hparams.scheduler(optimizer=optimizer)
