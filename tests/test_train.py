@@ -21,7 +21,7 @@ TINY_RUN = [
     "trainer=cpu",
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar=null",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
 ]
 TINY_DATA = TINY_GENERATED + TINY_RUN
 
