@@ -49,6 +49,7 @@ from src.utils.resume import (  # noqa: E402
     wandb_run_id,
     write_run_id,
 )
+from src.utils.wandb_dashboard import define_run_metrics  # noqa: E402
 from src.utils.wandb_mode import choose_wandb_mode, offline_run_dirs  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -98,6 +99,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         if rank_zero_only.rank == 0:
             write_run_id(output_dir, run_id)
         loggers.append(hydra.utils.instantiate(logger_cfg, id=run_id, version=None))
+        if rank_zero_only.rank == 0:  # val/acc as its maximum in the runs table, val/loss as its minimum
+            define_run_metrics(loggers[-1].experiment)
     return loggers
 
 

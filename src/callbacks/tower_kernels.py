@@ -11,6 +11,8 @@ only, this callback logs
     kernels/split                     2 * AUC - 1 of telling the most- from the least-colour tower by score:
                                       0 when the towers are alike, 1 when they separate perfectly
     kernels/auc, kernels/mean_gap     the AUC itself and the gap between the extreme tower means
+    kernels/epochs_trained            epochs trained when scored (0: at initialisation): the x-axis of the
+                                      scores in W&B (src/utils/wandb_dashboard.py)
 
 (with one tower, ``tower0``/``tower1`` are the two fixed halves of its kernels: the control). At the end
 of training it adds an animation of ``kernels/figure3`` across epochs, the final per-kernel scores as a
@@ -19,7 +21,9 @@ table and a histogram of the scores per tower.
 Every picture is also written as a PNG under ``<run dir>/kernels/``: ``epoch_<k>_tower<t>.png`` and
 ``epoch_<k>_figure3.png`` show the kernels after ``k`` epochs (``000``: at initialisation), then
 ``animation.gif``, ``final_scores.csv`` and ``histogram.png``; so ``logger=csv`` runs have them too. The
-scalars go to every logger, at the step of the validation metrics.
+scalars go to every logger, at the step of the validation metrics. ``logger=tensorboard`` gets the same
+pictures (IMAGES tab), the histogram picture and the scores as TensorBoard histograms; the animation and
+the table are W&B's only (their files are in ``kernels/``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 import wandb
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
@@ -40,6 +44,7 @@ from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_mo
 from src.analysis.kernel_images import kernel_grid, save_png, towers_figure
 from src.analysis.runs import score_histogram
 from src.utils.atomic import write_atomic
+from src.utils.wandb_dashboard import EPOCH_AXIS, define_epoch_axis
 
 FIGURE_KEY = "kernels/figure3"
 ANIMATION_FRAME_MS = 500
@@ -66,13 +71,20 @@ class TowerKernelMonitor(L.Callback):
         return Path(trainer.default_root_dir) / "kernels"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step > 0:  # resumed: the snapshot before training exists
-            return
         kernels = self.kernels(pl_module)
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        resumed = trainer.global_step > 0  # the snapshot before training exists
+        if resumed:
+            stats = stats_for_model_kernels(kernels, self.threshold)
+        else:
             stats = self.snapshot(trainer, kernels, epochs_done=0)
+        scalars = scalars_of(stats, epochs_trained=0)
+        for logger in wandb_loggers(trainer):  # a resumed run's new process declares it again
+            define_epoch_axis(logger.experiment, scalars)
+        if not resumed:
             for logger in trainer.loggers:
-                logger.log_metrics(stats.log_dict() | {"epoch": 0}, step=0)
+                logger.log_metrics(scalars | {"epoch": 0}, step=0)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -80,9 +92,13 @@ class TowerKernelMonitor(L.Callback):
         kernels = self.kernels(pl_module)
         if not trainer.is_global_zero:
             return
-        stats = self.snapshot(trainer, kernels, epochs_done=trainer.current_epoch + 1)
-        # Through Lightning, so the scores share a step (and a CSV row) with val/acc.
-        pl_module.log_dict(stats.log_dict(), rank_zero_only=True)
+        epochs_trained = trainer.current_epoch + 1
+        stats = self.snapshot(trainer, kernels, epochs_done=epochs_trained)
+        # Through Lightning, so the scores share a step (and a CSV row) with val/acc. The kernels are the same
+        # on every rank, so rank 0's scores are the global ones: rank_zero_only with sync_dist=True is how
+        # Lightning is told so (its "sync" is then a no-op on rank 0, no collective; without it Lightning
+        # warns once per scalar under DDP that an epoch-level value was not reduced).
+        pl_module.log_dict(scalars_of(stats, epochs_trained), rank_zero_only=True, sync_dist=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.last_stats is not None:
@@ -102,9 +118,7 @@ class TowerKernelMonitor(L.Callback):
         out = self.output_dir(trainer)
         for key, image in images.items():
             save_png(image, out / f"epoch_{epochs_done:03d}_{key.split('/')[-1]}.png")
-        for logger in wandb_loggers(trainer):
-            for key, image in images.items():
-                logger.log_image(key=key, images=[image], step=trainer.global_step)
+        log_images(trainer, images)
         return stats
 
     def log_summary(self, trainer: L.Trainer, stats: TowerColourStats) -> None:
@@ -118,7 +132,13 @@ class TowerKernelMonitor(L.Callback):
         ]
         columns = ["tower", "kernel", "colour_score", "colour_specific"]
         write_csv(out / "final_scores.csv", columns, rows)
-        save_png(histogram_image(stats), out / "histogram.png")
+        histogram = histogram_image(stats)
+        save_png(histogram, out / "histogram.png")
+        step = trainer.global_step
+        for logger in tensorboard_loggers(trainer):  # W&B gets the table and its own histograms below
+            for t, scores in enumerate(stats.scores):
+                logger.experiment.add_histogram(f"kernels/tower{t}/scores", scores, step)
+            logger.experiment.add_image("kernels/histogram", histogram, step, dataformats="HWC")
         for logger in wandb_loggers(trainer):
             logger.log_table(key="kernels/final_scores", columns=columns, data=rows)
             logged: dict[str, object] = {
@@ -130,8 +150,28 @@ class TowerKernelMonitor(L.Callback):
             logger.experiment.log(logged | {"trainer/global_step": trainer.global_step})
 
 
+def scalars_of(stats: TowerColourStats, epochs_trained: int) -> dict[str, float]:
+    """The scores to log, with their x-axis in W&B: the epochs trained (``src/utils/wandb_dashboard.py``)."""
+    return stats.log_dict() | {EPOCH_AXIS: float(epochs_trained)}
+
+
 def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def log_images(trainer: L.Trainer, images: dict[str, np.ndarray]) -> None:
+    """uint8 (H, W, 3) pictures to the W&B and TensorBoard loggers, at the trainer's global step."""
+    step = trainer.global_step
+    for logger in wandb_loggers(trainer):
+        for key, image in images.items():
+            logger.log_image(key=key, images=[image], step=step)
+    for logger in tensorboard_loggers(trainer):
+        for key, image in images.items():
+            logger.experiment.add_image(key, image, step, dataformats="HWC")
 
 
 def write_animation(frames: list[Path], path: Path) -> Path | None:

@@ -56,6 +56,7 @@ __all__ = [
     "find_jobs",
     "job_metrics",
     "read_job",
+    "shown_overrides",
     "summarise_sweep",
     "sweep_group",
     "sweep_run_name",
@@ -100,8 +101,13 @@ def sweep_run_name() -> str | None:
     hydra = _multirun_hydra()
     if hydra is None:
         return None
-    shown = [o for o in hydra.overrides.task if not o.lstrip("+~").startswith(_NAME_SKIPPED_PREFIXES)]
+    shown = shown_overrides(hydra.overrides.task)
     return f"{hydra.job.num}: {' '.join(shown)}" if shown else str(hydra.job.num)
+
+
+def shown_overrides(overrides: Iterable[str]) -> list[str]:
+    """The overrides that say something about the experiment: not ``paths.*`` or ``hydra.*``."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(_NAME_SKIPPED_PREFIXES)]
 
 
 # --- the Hydra callback -------------------------------------------------------------------------------------
