@@ -1,0 +1,35 @@
+"""The hooks and CI files a public project of this kind ships: pre-commit and a GitHub Actions workflow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def test_pre_commit_runs_ruff_and_the_notebook_check(tmp_path: Path) -> None:
+    config = ROOT / ".pre-commit-config.yaml"
+    pre_commit = Path(sys.executable).parent / "pre-commit"
+    result = subprocess.run([str(pre_commit), "validate-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    repos = yaml.safe_load(config.read_text())["repos"]
+    hooks = {hook["id"]: hook for repo in repos for hook in repo["hooks"]}
+    assert hooks["ruff-check"]["entry"].startswith(".venv/bin/ruff check")
+    assert hooks["ruff-format"]["entry"].startswith(".venv/bin/ruff format")
+    notebook_check = hooks["notebook-outputs"]["entry"]
+    assert "tests/test_notebook.py::test_committed_notebook_has_no_outputs" in notebook_check
+    test_file, test_name = notebook_check.split()[-1].split("::")
+    assert f"def {test_name}(" in (ROOT / test_file).read_text()
+
+
+def test_github_workflow_runs_make_test_on_push() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert "push" in triggers and "pull_request" in triggers
+    steps = workflow["jobs"]["test"]["steps"]
+    assert steps[-1]["run"] == "make test"
+    assert "make test" in (ROOT / ".ci" / "run").read_text()  # what runs here stays the same command
