@@ -7,7 +7,9 @@ one ``input_size`` crop runs on the meta device (shapes only: no data, no memory
 ``FlopCounterMode``, which counts 2 FLOPs per multiply-add of the conv and linear layers: 1.45 GFLOP per image
 for the two-tower net with 1000 classes (724.4 M multiply-adds). ``src/train.py`` puts it in place of
 Lightning's default summary (``use_flop_counting_summary``), so ``trainer.enable_model_summary=false`` still
-turns the summary off.
+turns the summary off. Only the plain ``AlexNet`` is counted: under ``trainer=towers`` each rank holds a
+``TowerParallelAlexNet`` whose forward pass gathers from the other ranks, which rank 0 alone must not start
+(that summary keeps Lightning's 0).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from lightning.pytorch.callbacks import RichModelSummary
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch.utils.flop_counter import FlopCounterMode
+
+from src.models.alexnet import AlexNet
 
 
 def forward_flops(net: torch.nn.Module, input_size: int) -> int | None:
@@ -56,7 +60,7 @@ class FlopCountingSummary(RichModelSummary):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = getattr(pl_module, "net", None)
-        if trainer.is_global_zero and isinstance(net, torch.nn.Module):
+        if trainer.is_global_zero and isinstance(net, AlexNet):  # not a net that talks to other ranks
             self.flops = forward_flops(net, self.input_size)
         super().on_fit_start(trainer, pl_module)
 
