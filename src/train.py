@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.callbacks.model_summary import use_flop_counting_summary  # noqa: E402
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE, PreemptionCheckpoint  # noqa: E402
+from src.callbacks.training_health import DIED_EXIT_CODE, TrainingDiedError  # noqa: E402
 from src.data.datamodule import data_shards  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
@@ -67,6 +68,8 @@ def build_module(cfg: DictConfig) -> TowerClassifier:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=scheduler,
         scheduler_monitor=scheduler_cfg.get("monitor") or "val/acc",
+        warmup_steps=scheduler_cfg.get("warmup_steps") or 0,
+        lr_batch=scheduler_cfg.get("lr_batch"),
     )
 
 
@@ -139,6 +142,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
     except SIGTERMException:
         stop_on_sigterm(cfg, trainer, loggers)
+    except TrainingDiedError as died:
+        stop_on_death(died, trainer, loggers)
 
     if trainer.is_global_zero:
         report(cfg, metrics, loggers)
@@ -191,6 +196,14 @@ def stop_on_sigterm(cfg: DictConfig, trainer: L.Trainer, loggers: list[Logger]) 
         )
     finish(loggers, exit_code=PREEMPTED_EXIT_CODE)
     raise SystemExit(PREEMPTED_EXIT_CODE if trainer.is_global_zero else 0)
+
+
+def stop_on_death(died: TrainingDiedError, trainer: L.Trainer, loggers: list[Logger]) -> None:
+    """A dead run (``src/callbacks/training_health.py``): say why, close the loggers, exit with code 3."""
+    if trainer.is_global_zero:
+        print(f"error: {died}", file=sys.stderr, flush=True)
+    finish(loggers, exit_code=DIED_EXIT_CODE)
+    raise SystemExit(DIED_EXIT_CODE)
 
 
 def report(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
