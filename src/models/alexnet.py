@@ -58,8 +58,9 @@ POOLED_SIZE = 6  # pool5 output is 6x6 at the paper's input size
 PAPER_INIT_STD = 0.01
 PAPER_BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 # kaiming_paper_conv1: He et al. 2015 everywhere but conv1, which keeps section 5's N(0, 0.01). Kaiming's
-# conv1 std is sqrt(2 / 363) = 0.074: random kernels that large take far longer than a short run to wash out, so a
-# Kaiming conv1 still looks (and scores) random after epochs of training (README, "Training defaults").
+# conv1 std is sqrt(2 / 363) = 0.074: random kernels that large take far longer than a short run to wash
+# out, so a Kaiming conv1 still looks (and scores) random after epochs of training (README, "Training
+# defaults").
 INIT_SCHEMES = ("paper", "kaiming", "kaiming_paper_conv1")
 
 CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
