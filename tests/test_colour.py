@@ -222,12 +222,15 @@ def test_log_dict_keys_and_values() -> None:
         "kernels/auc",
         "kernels/mean_gap",
         "kernels/split_p",
+        "kernels/tower0/low_freq",
+        "kernels/tower1/low_freq",
+        "kernels/low_freq",
     }
     assert all(type(v) is float and math.isfinite(v) for v in logged.values())
     assert logged["kernels/split"] == 1.0 and logged["kernels/tower1/colour_mean"] == pytest.approx(1.0)
 
     four = tower_colour_stats([grey_kernels(4)] * 4).log_dict(prefix="k")
-    assert "k/tower3/colour_fraction" in four and "k/split_p" not in four and len(four) == 11
+    assert "k/tower3/colour_fraction" in four and "k/split_p" not in four and len(four) == 11 + 5
     assert four["k/split"] == 0.0
 
 
