@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train test lint format bench clean
+.PHONY: help install demo train figure3 test lint format bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: $(STAMP)  ## train the two-tower net on the built-in synthetic dataset (CP
 
 train: $(STAMP)  ## python src/train.py with ARGS, e.g. make train ARGS="model=four_tower trainer.max_epochs=3"
 	$(BIN)/python src/train.py $(ARGS)
+
+# The Figure 3 sweep (README, "The experiment"): towers x seeds, one run each; report: python -m src.analysis.figure3_report
+TOWERS ?= 1,2
+SEEDS ?= 0,1,2
+DATA ?= data=imagenette
+figure3: $(STAMP)  ## the Figure 3 sweep, e.g. make figure3 DATA="data=folders data.root=DIR data.num_classes=10"
+	$(BIN)/python src/train.py -m experiment=figure3 model.towers=$(TOWERS) seed=$(SEEDS) $(DATA) $(ARGS)
 
 test: $(STAMP)  ## lint, then the whole test suite
 	$(BIN)/ruff check src tests bench
