@@ -82,6 +82,17 @@ def test_to_grouped_inverts_from_grouped(towers: int) -> None:
     rebuilt.load_state_dict(state)  # strict: the checkpoint loads into the single-device net
 
 
+def test_a_tower_keeps_the_nets_lrn_constants_and_order() -> None:
+    """A CaffeNet-style net (LRN k=1 after the pool) splits into towers that compute the same layers."""
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=NUM_CLASSES, lrn_k=1.0, lrn_size=7, lrn_after_pool=True)
+    tower = from_grouped(net, 1)
+    assert tower.config() == net.config()
+    layers = list(tower.features._modules)
+    assert layers.index("pool1") < layers.index("norm1") and layers.index("pool2") < layers.index("norm2")
+    assert (tower.features.norm2.k, tower.features.norm2.size) == (1.0, 7)
+
+
 def test_from_grouped_refuses_a_different_tower_count_or_rank() -> None:
     net = grouped_net()
     with pytest.raises(ValueError, match="net has 2 towers, asked to split it into 4"):

@@ -75,7 +75,13 @@ def test_csv_logger_records_the_metrics(tmp_path: Path, train_cli) -> None:
     assert {"train/loss_step", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr", "test/acc"} <= keys
     val_epochs = sorted({int(r["epoch"]) for r in rows if r["val/acc"]})
     assert val_epochs == [0, 1]
-    assert float(next(r["lr"] for r in rows if r["lr"])) == pytest.approx(0.01)
+    # The default schedule: section 5's 0.01 at batch 128, scaled to batch 8, rising linearly over the
+    # warm-up's 250 steps (conf/scheduler/warmup_plateau.yaml). Each step's rate is logged once, as applied.
+    rate, warmup = 0.01 * 8 / 128, 250
+    logged = [(int(r["step"]), float(r["lr"])) for r in rows if r["lr"]]
+    assert len(logged) >= 4
+    for step, lr in logged:
+        assert lr == pytest.approx(rate * (step + 1) / warmup, rel=1e-5), (step, lr)
 
 
 @pytest.mark.slow

@@ -142,6 +142,7 @@ class TrainingHealth(L.Callback):
             figures["health/top_class_share"] = self._top_class_share
         self._dead_units.clear()
         if trainer.is_global_zero:  # straight to the loggers: Lightning's log_every_n_steps would drop most
+            figures["epoch"] = trainer.current_epoch  # as Lightning adds it to every row it logs
             for logger in trainer.loggers:
                 logger.log_metrics(figures, step=trainer.global_step)
         self._check_constant_output(trainer, pl_module)
@@ -179,7 +180,9 @@ class TrainingHealth(L.Callback):
         )
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics({"health/dead": 1.0}, step=trainer.global_step)
+                logger.log_metrics(
+                    {"health/dead": 1.0, "epoch": trainer.current_epoch}, step=trainer.global_step
+                )
                 experiment = getattr(logger, "experiment", None)
                 summary = getattr(experiment, "summary", None)
                 if summary is not None and hasattr(summary, "update"):  # W&B: the run page says why

@@ -62,6 +62,7 @@ class TowerClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
+        self._inside_warmup_step = False  # optimizer_step has scaled the groups' rates by the warm-up factor
         if warmup_steps < 0 or (lr_batch is not None and lr_batch < 1):
             raise ValueError(
                 f"scheduler.warmup_steps must be >= 0 and scheduler.lr_batch a positive batch or null, "
@@ -112,8 +113,7 @@ class TowerClassifier(L.LightningModule):
         self.train_acc(logits, labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] * self.warmup_factor()
-        self.log("lr", lr, on_step=True, on_epoch=False)
+        self.log("lr", self.applied_lr(), on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -146,6 +146,15 @@ class TowerClassifier(L.LightningModule):
             return 1.0
         return min(1.0, (self.trainer.global_step + 1) / warmup)
 
+    def applied_lr(self) -> float:
+        """The rate this step's update uses: the scheduled rate times the warm-up factor, counted once.
+
+        training_step runs inside optimizer_step (as its closure), where the groups already hold the
+        warmed-up rate; outside it (a batch that only accumulates gradients) they hold the scheduled rate.
+        """
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        return lr if self._inside_warmup_step else lr * self.warmup_factor()
+
     def optimizer_step(
         self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
     ) -> None:
@@ -155,9 +164,11 @@ class TowerClassifier(L.LightningModule):
         scheduled = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["lr"] *= factor
+        self._inside_warmup_step = True
         try:
             super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         finally:
+            self._inside_warmup_step = False
             for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = lr
 
@@ -191,12 +202,16 @@ class TowerClassifier(L.LightningModule):
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = self.hparams.scheduler(optimizer=optimizer)
+        # A plateau schedule reads a validation metric, so it steps only after the epochs that validate
+        # (trainer.check_val_every_n_epoch; debug=overfit validates every 10th).
+        every = getattr(self._trainer, "check_val_every_n_epoch", None) if self._trainer is not None else None
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
                 "scheduler": scheduler,
                 "monitor": self.hparams.scheduler_monitor,
                 "interval": "epoch",
+                "frequency": every if isinstance(every, int) and every > 1 else 1,
             },
         }
 

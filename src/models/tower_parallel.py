@@ -81,7 +81,7 @@ from src.models.alexnet import (
     network_config,
     tower_layer_weight,
 )
-from src.models.lrn import TowerLocalResponseNorm
+from src.models.lrn import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, TowerLocalResponseNorm
 
 # Parameters that every rank holds in full (see the module docstring); every other parameter is split into
 # ``towers`` equal slices along dim 0 (output channels / neurons), tower t's slice on rank t.
@@ -172,6 +172,11 @@ class TowerParallelAlexNet(nn.Module):
         dropout: float = DROPOUT,
         group: dist.ProcessGroup | None = None,
         init: str = "kaiming",
+        lrn_size: int = LRN_SIZE,
+        lrn_k: float = LRN_K,
+        lrn_alpha: float = LRN_ALPHA,
+        lrn_beta: float = LRN_BETA,
+        lrn_after_pool: bool = False,
     ) -> None:
         super().__init__()
         conv_widths = tuple(int(w) for w in conv_widths)
@@ -185,24 +190,31 @@ class TowerParallelAlexNet(nn.Module):
         t1, t2, t3, t4, t5 = (w // towers for w in conv_widths)  # this tower's share
         fc_own = fc_width // towers
 
+        def norm_and_pool(i: int) -> list[tuple[str, nn.Module]]:
+            norm = TowerLocalResponseNorm(
+                1, lrn_size, lrn_alpha, lrn_beta, lrn_k
+            )  # this rank's maps: one tower
+            steps = [(f"norm{i}", norm), (f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2))]
+            return steps[::-1] if lrn_after_pool else steps
+
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(3, t1, kernel_size=11, stride=4, padding=CONV1_PADDING),
-                relu1=nn.ReLU(inplace=True),
-                norm1=TowerLocalResponseNorm(1),  # this rank's maps are one tower
-                pool1=nn.MaxPool2d(kernel_size=3, stride=2),
-                conv2=nn.Conv2d(t1, t2, kernel_size=5, padding=2),
-                relu2=nn.ReLU(inplace=True),
-                norm2=TowerLocalResponseNorm(1),
-                pool2=nn.MaxPool2d(kernel_size=3, stride=2),
-                gather2=GatherTowers(group=group),  # conv3 sees every tower's conv2 maps
-                conv3=nn.Conv2d(c2, t3, kernel_size=3, padding=1),
-                relu3=nn.ReLU(inplace=True),
-                conv4=nn.Conv2d(t3, t4, kernel_size=3, padding=1),
-                relu4=nn.ReLU(inplace=True),
-                conv5=nn.Conv2d(t4, t5, kernel_size=3, padding=1),
-                relu5=nn.ReLU(inplace=True),
-                pool5=nn.MaxPool2d(kernel_size=3, stride=2),
+                [
+                    ("conv1", nn.Conv2d(3, t1, kernel_size=11, stride=4, padding=CONV1_PADDING)),
+                    ("relu1", nn.ReLU(inplace=True)),
+                    *norm_and_pool(1),
+                    ("conv2", nn.Conv2d(t1, t2, kernel_size=5, padding=2)),
+                    ("relu2", nn.ReLU(inplace=True)),
+                    *norm_and_pool(2),
+                    ("gather2", GatherTowers(group=group)),  # conv3 sees every tower's conv2 maps
+                    ("conv3", nn.Conv2d(c2, t3, kernel_size=3, padding=1)),
+                    ("relu3", nn.ReLU(inplace=True)),
+                    ("conv4", nn.Conv2d(t3, t4, kernel_size=3, padding=1)),
+                    ("relu4", nn.ReLU(inplace=True)),
+                    ("conv5", nn.Conv2d(t4, t5, kernel_size=3, padding=1)),
+                    ("relu5", nn.ReLU(inplace=True)),
+                    ("pool5", nn.MaxPool2d(kernel_size=3, stride=2)),
+                ]
             )
         )
         self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
@@ -301,9 +313,9 @@ def from_grouped(
     if towers != net.towers:
         raise ValueError(f"net has {net.towers} towers, asked to split it into {towers}")
     first = next(net.parameters())
-    model = TowerParallelAlexNet(
-        net.num_classes, towers, rank, net.conv_widths, net.fc_width, net.dropout, group=group, init=net.init
-    ).to(device=first.device, dtype=first.dtype)
+    model = TowerParallelAlexNet(rank=rank, group=group, **(network_config(net) | {"towers": towers})).to(
+        device=first.device, dtype=first.dtype
+    )
     shard = {name: shard_of(name, t, rank, towers) for name, t in net.state_dict().items()}
     model.load_state_dict(shard)
     return model
