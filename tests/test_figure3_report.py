@@ -206,3 +206,31 @@ def test_experiment_composes_with_towers_and_folders_data(towers: int, tmp_path:
         "kaiming_paper_conv1",
     )
     assert (cfg.optimizer.lr, cfg.scheduler.lr_batch, cfg.scheduler.warmup_steps) == (0.01, 128, 250)
+
+
+def test_an_archived_run_reads_as_the_run_itself_with_its_times(tmp_path: Path) -> None:
+    from src.analysis.run_archive import RUN_FILE
+    from src.analysis.run_archive import main as archive_main
+
+    run = tmp_path / "runs" / "t2_s1"
+    fake_run(run, 2, 1, 0.3, 0.6, 0.5, 0.7)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x" * 1000)
+    archive_main([str(run), "--into", str(tmp_path / "kept"), "--commit", "abc123"])
+    kept = tmp_path / "kept" / "t2_s1"
+    assert not (kept / "checkpoints").exists()
+    assert sorted(p.name for p in (kept / "kernels").iterdir()) == [
+        "epoch_000_figure3.png",
+        f"epoch_{EPOCHS:03d}_figure3.png",
+    ]
+    for path in kept.rglob("*"):  # what a git checkout does to file times
+        os.utime(path, (START + 10**6, START + 10**6))
+    original, copy = read_run(run), read_run(kept)
+    assert (copy.towers, copy.seed, copy.epochs, copy.test_acc) == (
+        original.towers,
+        original.seed,
+        original.epochs,
+        original.test_acc,
+    )
+    assert copy.fit_s == pytest.approx(FIT_S) and copy.job_s == pytest.approx(JOB_S)
+    assert '"commit": "abc123"' in (kept / RUN_FILE).read_text()

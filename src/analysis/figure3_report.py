@@ -25,6 +25,8 @@ Each argument is a run folder (one holding ``csv/version_*/metrics.csv``), a fol
   ``version_1``, ...: the versions are read in order, later values win.
 - ``.hydra/config.yaml``: ``model.towers`` and ``seed``.
 - ``kernels/epoch_NNN_figure3.png``: the pictures, and the wall time (below).
+- ``run.json`` in a run kept by :mod:`src.analysis.run_archive` (a copy of the results alone, as
+  ``docs/figure3/runs/`` holds): the wall times recorded when it was kept.
 
 **Wall time.** The runs log no duration, so it is read from file times. ``fit_s``: from the picture at
 initialisation (written when training starts, after the data cache is ready) to the last epoch's picture
@@ -50,6 +52,7 @@ import argparse
 import csv
 import glob
 import io
+import json
 import math
 import os
 import shlex
@@ -88,6 +91,7 @@ METRICS_GLOB = "csv/version_*/metrics.csv"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 PICTURES_GLOB = "kernels/epoch_*_figure3.png"
 DIED_FILE = "DIED.txt"  # written by the training-health callback when a run dies
+RUN_FILE = "run.json"  # an archived run's wall times (src/analysis/run_archive.py), which file times lose
 #: What ``experiment=figure3`` initialises from (conf/model/two_tower.yaml).
 INIT = "kaiming_paper_conv1"
 DEFAULT_BAND_SEEDS = 200
@@ -252,6 +256,11 @@ def read_run(run_dir: str | os.PathLike[str], label: str | None = None) -> Run:
     status = "tested" if test_acc is not None else "no test"
     if (run_dir / DIED_FILE).is_file():
         status = "died"
+    fit_s = _span(_mtime(pictures[0]), _mtime(pictures[-1])) if len(pictures) > 1 else None
+    job_s = _span(_mtime(config_path), metrics_end)
+    if (run_dir / RUN_FILE).is_file():  # an archived copy: its recorded times, not the copy's file times
+        recorded = json.loads((run_dir / RUN_FILE).read_text())
+        fit_s, job_s = recorded.get("fit_s"), recorded.get("job_s")
     return Run(
         label=label or run_dir.name,
         path=run_dir,
@@ -259,8 +268,8 @@ def read_run(run_dir: str | os.PathLike[str], label: str | None = None) -> Run:
         seed=int(seed),
         epochs=epochs,
         test_acc=test_acc,
-        fit_s=_span(_mtime(pictures[0]), _mtime(pictures[-1])) if len(pictures) > 1 else None,
-        job_s=_span(_mtime(config_path), metrics_end),
+        fit_s=fit_s,
+        job_s=job_s,
         status=status,
         picture=pictures[-1] if pictures else None,
         tags=tuple(OmegaConf.select(config, "tags", default=None, throw_on_resolution_failure=False) or ()),

@@ -1,0 +1,118 @@
+"""Keep the small part of a run that a report is made from, so that the report can be made again anywhere.
+
+    python -m src.analysis.run_archive RUN [RUN ...] --into docs/figure3/runs [--commit SHA]
+
+A run folder holds checkpoints (455 MB each for the two-tower net) beside a few kilobytes of results. The
+Figure 3 report (:mod:`src.analysis.figure3_report`) reads only the results, so this copies, per run, into
+``<into>/<run name>/``:
+
+- ``.hydra/config.yaml`` and ``.hydra/overrides.yaml`` (the arm, the seed, the whole recipe);
+- ``csv/version_*/metrics.csv`` (every logged number);
+- the first and the last ``kernels/epoch_NNN_figure3.png`` (the pictures at initialisation and at the end);
+- ``DIED.txt`` if the run died (``src/callbacks/training_health.py``);
+- ``run.json``: the wall times the report otherwise reads from file times (which a copy, and git, lose),
+  the code's commit and the host.
+
+The report reads such a folder as it reads the run itself (``run.json``'s times win over file times).
+Checkpoints, W&B folders and the per-epoch pictures stay behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from src.analysis.figure3_report import (
+    DIED_FILE,
+    HYDRA_CONFIG,
+    METRICS_GLOB,
+    PICTURES_GLOB,
+    RUN_FILE,
+    read_run,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def code_commit(root: Path = PROJECT_ROOT) -> str | None:
+    """The commit checked out at ``root`` (``+dirty`` when files differ from it), None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def archive_run(run_dir: Path, into: Path, commit: str | None) -> Path:
+    """Copy ``run_dir``'s results into ``into/<run name>/`` (module docstring); return that folder.
+
+    The copy is made beside its final name and renamed into place, so an archive is whole or absent.
+
+    Raises:
+        FileNotFoundError: the run has no ``.hydra/config.yaml`` or no metrics.
+    """
+    run = read_run(run_dir)
+    if not list(run_dir.glob(METRICS_GLOB)):
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_GLOB} to keep")
+    target = into / run_dir.name
+    partial = into / f".{run_dir.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    sources = [run_dir / HYDRA_CONFIG, run_dir / HYDRA_CONFIG.with_name("overrides.yaml")]
+    sources += sorted(run_dir.glob(METRICS_GLOB))
+    pictures = sorted(run_dir.glob(PICTURES_GLOB))
+    sources += [pictures[0], pictures[-1]] if pictures else []
+    sources += [run_dir / DIED_FILE]
+    for source in sources:
+        if source.is_file():
+            destination = partial / source.relative_to(run_dir)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+    record = {
+        "fit_s": run.fit_s,
+        "job_s": run.job_s,
+        "epochs": run.last_epoch,
+        "status": run.status,
+        "commit": commit,
+        "host": f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'})",
+        "source": str(run_dir.resolve()),
+    }
+    (partial / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders")
+    parser.add_argument("--into", type=Path, required=True, help="where the copies go (one folder per run)")
+    parser.add_argument(
+        "--commit",
+        default=None,
+        help="the commit the runs were trained at (default: this checkout's, +dirty if it has changes)",
+    )
+    args = parser.parse_args(argv)
+    commit = args.commit or code_commit()
+    args.into.mkdir(parents=True, exist_ok=True)
+    for run_dir in args.runs:
+        kept = archive_run(run_dir, args.into, commit)
+        size = sum(p.stat().st_size for p in kept.rglob("*") if p.is_file())
+        print(f"{run_dir} -> {kept} ({size / 1e3:.0f} kB)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
