@@ -4,6 +4,10 @@ Tests the checkpoint's network on the data's ``test/`` split twice, on the centr
 averaged over the ten views (paper section 4.1), then prints and logs ``test/centre_acc``,
 ``test/centre_loss``, ``test/ten_crop_acc`` and ``test/ten_crop_loss``.
 
+A checkpoint records the classes it was trained on and the data root they came from: testing it on data with
+other classes is an error naming both lists (``ImageDataModule.load_state_dict``), and the run prints which
+data the checkpoint was trained on beside the test data it uses (``data=`` is the synthetic set by default).
+
 ``ckpt_path=<weights>.npy`` tests published weights instead (Caffe's ``bvlc_alexnet.npy``, imported by
 ``src/models/caffe_weights.py``; ``+imported_net.lrn_after_pool=true`` for CaffeNet's file), fed as Caffe fed
 them: 0..255 minus Caffe's ImageNet mean pixel.
@@ -22,6 +26,7 @@ if str(PROJECT_ROOT) not in sys.path:  # `python src/eval.py` puts src/, not the
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.models.caffe_weights import (  # noqa: E402
@@ -31,13 +36,14 @@ from src.models.caffe_weights import (  # noqa: E402
 )
 from src.models.classifier import TowerClassifier, load_network  # noqa: E402
 from src.train import build_loggers, finish  # noqa: E402
+from src.utils.paths import expand_home, expand_home_in_overrides  # noqa: E402
 
 VIEW_NAMES = {"centre": "centre", "ten": "ten_crop"}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Centre-crop and ten-crop test accuracy and loss of ``cfg.ckpt_path`` on ``cfg.data``'s test split."""
-    checkpoint = Path(cfg.ckpt_path)
+    checkpoint = expand_home(cfg.ckpt_path)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"ckpt_path={checkpoint} is not a file")
     L.seed_everything(cfg.seed, workers=True)
@@ -57,6 +63,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = hydra.utils.instantiate(cfg.data, test_views=views)
         if not datamodule.has_test_split:
             raise FileNotFoundError(f"no test split: {datamodule.root / 'test'} does not exist")
+        if not imported and views == "centre":
+            say_what_trained(checkpoint, datamodule)
         if imported:  # the module holds the weights; the pixel statistics are Caffe's
             datamodule.register_pixel_stats(*caffe_pixel_statistics())
         # ckpt_path restores the weights and the training run's pixel statistics (the datamodule's state).
@@ -76,10 +84,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
+def say_what_trained(checkpoint: Path, datamodule: L.LightningDataModule) -> None:
+    """Print the data the checkpoint was trained on beside the test data (the classes are checked when the
+    checkpoint is loaded)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    data = saved.get(type(datamodule).__qualname__) or {}
+    if data.get("classes"):
+        print(
+            f"{checkpoint.name}: trained on {data.get('root')} (classes {data['classes']}); "
+            f"testing on {datamodule.root / 'test'}"
+        )
+    else:
+        print(f"{checkpoint.name} does not record its classes (an older checkpoint): they are not checked")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = expand_home_in_overrides(sys.argv[1:])
     main()

@@ -8,8 +8,12 @@ its own folder, with its own overrides and its W&B run; ``hydra.run.dir=<run> ck
 that run; ``ckpt_path=<file>`` resumes from a checkpoint. Before Hydra starts, ``rewrite_command_line`` points
 the run folder at the run being resumed.
 
-SIGTERM during ``fit`` (``src/callbacks/preemption.py``) saves ``checkpoints/last.ckpt`` and exits with
-code 143; ``ckpt_path=last`` goes on from there.
+SIGTERM or Ctrl-C during ``fit`` (``src/callbacks/preemption.py``) saves ``checkpoints/last.ckpt`` and exits
+with code 143 (130 after Ctrl-C); ``ckpt_path=last`` goes on from there. Every checkpoint is written beside
+its final name and renamed into place (``src/utils/checkpoint_io.py``): a full disk never truncates one.
+Whatever can be checked before ``fit`` is: the settings of the data (``ImageDataModule``), the crop against
+the net (``src/models/input_size.py``), the batch against the devices, and a resume against its checkpoint
+(before Hydra starts, ``src/utils/resume.py``).
 
 DDP (``trainer.devices=2 trainer.strategy=ddp``): one output folder, one W&B run, checkpoints and the data
 cache written by rank 0; ``data.batch_size`` is the global batch, split over the devices.
@@ -36,14 +40,23 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.callbacks.model_summary import use_flop_counting_summary  # noqa: E402
-from src.callbacks.preemption import PREEMPTED_EXIT_CODE, PreemptionCheckpoint  # noqa: E402
+from src.callbacks.preemption import (  # noqa: E402
+    INTERRUPTED_EXIT_CODE,
+    PREEMPTED_EXIT_CODE,
+    PreemptionCheckpoint,
+)
 from src.callbacks.training_health import DIED_EXIT_CODE, TrainingDiedError  # noqa: E402
 from src.data.datamodule import data_shards  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
+from src.models.input_size import check_crop_size  # noqa: E402
+from src.utils.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
+from src.utils.paths import expand_home_in_overrides  # noqa: E402
 from src.utils.resume import (  # noqa: E402
     LAST,
+    CommitRunConfig,
+    drop_pending_config,
     new_run_id,
     resolve_checkpoint,
     rewrite_command_line,
@@ -93,10 +106,9 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         # wandb-core writes the run's .wandb file every 15 s by default: a SIGKILLed run would lose up to the
         # last 15 s of logs (its last validation, say), which no resume logs again.
         os.environ.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", WANDB_FLUSH_SECONDS)
-        if choose_wandb_mode() == "offline" and rank_zero_only.rank == 0:
-            print(
-                "W&B: no API key found, logging offline (set WANDB_API_KEY or run `wandb login` to go online)"
-            )
+        _, why = choose_wandb_mode()  # offline when no key or no network (src/utils/wandb_mode.py)
+        if why and rank_zero_only.rank == 0:
+            print(why, flush=True)
         output_dir = cfg.paths.output_dir
         run_id = logger_cfg.get("id") or logger_cfg.get("version") or wandb_run_id(output_dir) or new_run_id()
         if rank_zero_only.rank == 0:
@@ -117,7 +129,8 @@ def check_batch_size(datamodule: L.LightningDataModule, trainer: L.Trainer) -> N
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as ``cfg`` says; return the metrics Lightning collected, as floats.
 
-    A SIGTERM during ``fit`` or ``test`` ends the process with exit code 143 (``stop_on_sigterm``).
+    A SIGTERM (Ctrl-C) during ``fit`` or ``test`` ends the process with exit code 143 (130):
+    ``stop_on_signal``.
     """
     keep_freed_memory()  # each step reallocates the same large activations: keep them mapped (+30 % on CPU)
     quiet_lightning()  # two notes of Lightning's that are not about this run (src/utils/console.py)
@@ -132,7 +145,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers)
+    check_crop_size(module.net, datamodule.crop_size)
+    callbacks = [*build_callbacks(cfg), CommitRunConfig(output_dir)]  # a resume's config, once it trains
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
     use_flop_counting_summary(trainer, cfg.data.get("crop_size", 224))
     check_batch_size(datamodule, trainer)
     for logger in loggers:
@@ -140,8 +157,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     try:
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
-    except SIGTERMException:
-        stop_on_sigterm(cfg, trainer, loggers)
+    except SIGTERMException as stop:
+        stop_on_signal(cfg, trainer, loggers, stop.code)
     except TrainingDiedError as died:
         stop_on_death(died, trainer, loggers)
 
@@ -168,7 +185,9 @@ def fit_and_test(
         # checkpointed; stop before the test, on every rank alike.
         stop = preemption is not None and preemption.requested
         if preemption is not None and trainer.strategy.reduce_boolean_decision(stop, all=False):
-            raise SIGTERMException(PREEMPTED_EXIT_CODE)
+            raise SIGTERMException(preemption.exit_code)
+    if trainer.is_global_zero:  # a resume that did not train (train=false, or nothing left to train)
+        drop_pending_config(cfg.paths.output_dir)  # leaves the run's configuration as it was
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.test and datamodule.has_test_split:
@@ -181,21 +200,24 @@ def fit_and_test(
     return metrics
 
 
-def stop_on_sigterm(cfg: DictConfig, trainer: L.Trainer, loggers: list[Logger]) -> None:
-    """After a SIGTERM: end the W&B run (exit code 143) and the process group, and exit.
+def stop_on_signal(cfg: DictConfig, trainer: L.Trainer, loggers: list[Logger], code: object) -> None:
+    """After a SIGTERM or Ctrl-C: end the W&B run (with the exit code) and the process group, and exit.
 
-    Rank 0 exits with ``PREEMPTED_EXIT_CODE`` (143); other ranks exit 0, so that Lightning's watcher of the
-    processes it started does not kill rank 0 while it finishes.
+    Rank 0 exits with ``PREEMPTED_EXIT_CODE`` (143) after SIGTERM, ``INTERRUPTED_EXIT_CODE`` (130) after
+    Ctrl-C; other ranks exit 0, so that Lightning's watcher of the processes it started does not kill rank 0
+    while it finishes.
     """
+    code = INTERRUPTED_EXIT_CODE if code == INTERRUPTED_EXIT_CODE else PREEMPTED_EXIT_CODE
     if trainer.is_global_zero:
+        name = "Ctrl-C" if code == INTERRUPTED_EXIT_CODE else "SIGTERM"
         print(
-            f"stopped by SIGTERM (exit code {PREEMPTED_EXIT_CODE}); to go on: "
+            f"stopped by {name} (exit code {code}); to go on: "
             f"python src/train.py hydra.run.dir={cfg.paths.output_dir} ckpt_path=last",
             file=sys.stderr,
             flush=True,
         )
-    finish(loggers, exit_code=PREEMPTED_EXIT_CODE)
-    raise SystemExit(PREEMPTED_EXIT_CODE if trainer.is_global_zero else 0)
+    finish(loggers, exit_code=code)
+    raise SystemExit(code if trainer.is_global_zero else 0)
 
 
 def stop_on_death(died: TrainingDiedError, trainer: L.Trainer, loggers: list[Logger]) -> None:
@@ -242,5 +264,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = rewrite_command_line(sys.argv[1:], CONF_DIR)
+    sys.argv[1:] = rewrite_command_line(expand_home_in_overrides(sys.argv[1:]), CONF_DIR)
     main()

@@ -155,8 +155,8 @@ def test_each_split_is_listed_once_per_process(tmp_path: Path, monkeypatch: pyte
     dm.setup("test")
     assert sorted(listed) == ["test", "train"]
     other_rank = datamodule(tmp_path)  # DDP: only rank 0 runs prepare_data
-    other_rank.setup("fit")
-    assert sorted(listed) == ["test", "train", "train"]
+    other_rank.setup("fit")  # lists test/ too: its classes are checked before fit trains
+    assert sorted(listed) == ["test", "test", "train", "train"]
     assert len(other_rank.datasets["train"]) == len(dm.datasets["train"]) == 16
 
 
@@ -204,3 +204,126 @@ def test_unknown_view_settings_are_refused(tmp_path: Path) -> None:
         datamodule(tmp_path, train_views="five")
     with pytest.raises(ValueError, match="data.test_views='all' is not known"):
         datamodule(tmp_path, test_views="all")
+
+
+def folders_dataset(root: Path, counts: dict[str, int], split: str = "train") -> None:
+    """``root/<split>/<class>/<i>.png`` for each class and count (distinct colours)."""
+    for c, (cls, n) in enumerate(counts.items()):
+        for i in range(n):
+            write_image(root / split / cls / f"{i}.png", colour=(40 * c, 7 * i, 100))
+
+
+def folders_module(root: Path, num_classes: int = 2, **overrides) -> ImageDataModule:
+    return datamodule(root, num_classes=num_classes, layout="folders", **overrides)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("batch_size", "abc", "data.batch_size must be a whole number >= 1, got 'abc'"),
+        ("batch_size", 0, "data.batch_size must be a whole number >= 1, got 0"),
+        ("batch_size", 2.5, "data.batch_size must be a whole number >= 1, got 2.5"),
+        ("num_workers", -1, "data.num_workers must be a whole number >= 0 or null, got -1"),
+        ("crop_size", 300, "data.crop_size=300 is larger than data.image_size=256"),
+        ("val_fraction", 0, "data.val_fraction must be a fraction between 0 and 1 .* got 0: the checkpoints"),
+        ("val_fraction", 1.0, "data.val_fraction must be a fraction between 0 and 1"),
+        ("val_fraction", "x", "data.val_fraction must be a fraction between 0 and 1"),
+    ],
+)
+def test_settings_that_cannot_work_stop_before_any_file_is_read(
+    tmp_path: Path, setting: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        datamodule(tmp_path / "never_read", **{setting: value})
+
+
+def test_a_class_none_of_whose_files_decode_is_named_with_the_counts(tmp_path: Path) -> None:
+    folders_dataset(tmp_path, {"cat": 4})
+    for i in range(3):
+        (tmp_path / "train" / "dog" / f"{i}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / "dog" / f"{i}.jpg").write_bytes(b"not an image")
+    dm = folders_module(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"no file of the class 'dog' could be decoded .*'cat' 4 of 4, 'dog' 0 of 3"
+    ):
+        dm.prepare_data()
+
+
+def test_a_class_too_small_for_the_validation_split_is_named(tmp_path: Path) -> None:
+    folders_dataset(tmp_path, {"cat": 10, "dog": 2})  # 0.2 of 2 rounds to 0: no dog to validate on
+    with pytest.raises(ValueError, match=r"'dog': 2 usable images, 0 for validation and 2 for training"):
+        folders_module(tmp_path).setup("fit")
+    with pytest.raises(ValueError, match=r"'dog': 2 usable images, 2 for validation and 0 for training"):
+        folders_module(tmp_path, val_fraction=0.8).setup("fit")
+
+
+def test_an_empty_class_folder_is_named(tmp_path: Path) -> None:
+    folders_dataset(tmp_path, {"cat": 2, "dog": 2})
+    (tmp_path / "train" / "bird" / ".keep").parent.mkdir()
+    (tmp_path / "train" / "bird" / ".keep").write_bytes(b"")
+    match = (
+        r"class folder .*bird \(class 'bird'\) has 0 files to read \(1 entries not read: .keep \(hidden\)\)"
+    )
+    with pytest.raises(ValueError, match=match):
+        folders_module(tmp_path, num_classes=3).setup("fit")
+
+
+def test_test_classes_other_than_train_stop_before_fit(tmp_path: Path) -> None:
+    folders_dataset(tmp_path, {"cat": 5, "dog": 5})
+    folders_dataset(tmp_path, {"cat": 2, "fox": 2}, split="test")
+    dm = folders_module(tmp_path)
+    dm.prepare_data()
+    with pytest.raises(ValueError, match=r"test has classes \['cat', 'fox'\], .*train has \['cat', 'dog'\]"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match=r"test has classes \['cat', 'fox'\]"):
+        folders_module(tmp_path).setup("fit")  # another rank: no prepare_data, it lists test/ itself
+
+
+def test_a_checkpoint_is_refused_on_data_with_other_classes(tmp_path: Path) -> None:
+    folders_dataset(tmp_path / "pets", {"cat": 5, "dog": 5})
+    trained = folders_module(tmp_path / "pets")
+    trained.setup("fit")
+    state = trained.state_dict()
+    assert state["classes"] == ["cat", "dog"] and state["root"] == str(tmp_path / "pets")
+    folders_dataset(tmp_path / "birds", {"crow": 2, "owl": 2}, split="test")
+    other = folders_module(tmp_path / "birds")
+    other.setup("test")
+    with pytest.raises(
+        ValueError,
+        match=r"trained on the classes \['cat', 'dog'\] \(of .*pets\), but .*birds has the classes "
+        r"\['crow', 'owl'\]",
+    ):
+        other.load_state_dict(state)
+    folders_dataset(tmp_path / "more_pets", {"cat": 2, "dog": 2}, split="test")
+    same = folders_module(tmp_path / "more_pets")
+    same.setup("test")
+    same.load_state_dict(state)  # the same classes: fine
+    older = {k: v for k, v in state.items() if k in ("pixel_mean", "pixel_std")}
+    other.load_state_dict(older)  # a checkpoint from before the classes were recorded: not checked
+
+
+def test_entries_that_are_not_read_are_listed_with_why(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folders_dataset(tmp_path, {"cat": 5, "dog": 5})
+    cat = tmp_path / "train" / "cat"
+    write_image(cat / "more" / "extra.png")
+    (cat / ".DS_Store").write_bytes(b"\0")
+    (cat / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "train" / "README.txt").write_text("x")
+    files = find_labelled_images(tmp_path / "train", "folders")
+    reasons = {p.name: why for p, why in zip(files.ignored, files.ignored_reasons, strict=True)}
+    assert reasons == {
+        "README.txt": "outside any class folder",
+        ".DS_Store": "hidden",
+        "gone.png": "a broken link",
+        "more": "a sub-folder, 1 files not read",
+    }
+    folders_module(tmp_path).setup("fit")
+    printed = capsys.readouterr().out
+    assert "4 entries not read: README.txt (outside any class folder); cat/.DS_Store (hidden)" in printed
+    assert "cat/gone.png (a broken link); cat/more (a sub-folder, 1 files not read)" in printed
+
+
+def test_a_root_with_a_tilde_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dm = datamodule("~/data/pets", cache_dir="~/cache")
+    assert dm.root == tmp_path / "data" / "pets" and dm.cache_dir == tmp_path / "cache"

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.test_train import TINY_DATA, TINY_GENERATED, run_dir
 
@@ -26,6 +27,7 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
         assert accuracy * 8 == round(accuracy * 8)  # 8 test images: a multiple of 1/8
     assert values["test/centre_loss"] != values["test/ten_crop_loss"]  # ten views are not the centre alone
     assert "wrote" not in result.stdout  # the data the run trained on, not a regenerated set
+    assert f"last.ckpt: trained on {tmp_path / 'synthetic'} (classes ['cat', 'dog'])" in result.stdout
     (metrics,) = (tmp_path / "outputs" / "eval" / "runs").glob("*/csv/version_0/metrics.csv")
     assert "test/ten_crop_acc" in metrics.read_text()
 
@@ -37,6 +39,19 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
     )
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", alone.stdout, flags=re.MULTILINE)) == values
+
+    # A test set with other classes (here: another data= than the run's) is refused, naming both lists.
+    for cls in ("crow", "owl"):
+        (tmp_path / "birds" / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (260, 260), (60 * i, 90, 30)).save(
+                tmp_path / "birds" / "test" / cls / f"{i}.png"
+            )
+    birds = ["data=folders", f"data.root={tmp_path / 'birds'}", "data.num_classes=2", "trainer=cpu"]
+    refused = eval_cli(f"ckpt_path={checkpoint}", *birds)
+    assert refused.returncode != 0
+    assert "the checkpoint was trained on the classes ['cat', 'dog']" in refused.stderr
+    assert "has the classes ['crow', 'owl']" in refused.stderr and "test/centre_acc" not in refused.stdout
 
 
 def test_eval_missing_checkpoint_names_it(tmp_path: Path, eval_cli) -> None:

@@ -176,6 +176,17 @@ def test_kaggle_without_the_file_says_how_to_get_it(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "catsdogs").exists()
 
 
+def test_the_readmes_tilde_paths_mean_the_home_folder(tmp_path: Path) -> None:
+    """``data.source.path=~/Downloads/train.zip`` as the README writes it (HOME is ``tmp_path`` here)."""
+    (tmp_path / "Downloads").mkdir()
+    make.kaggle_train_zip(tmp_path / "Downloads" / "train.zip", per_class=2)
+    run = script_runner("prepare.py", tmp_path)
+    result = run("data=kaggle", "data.source.path=~/Downloads/train.zip", "data.root='~/pets'", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "pets" / "train" / "cat.0.jpg").is_file()
+    assert not list(tmp_path.rglob("~"))  # no folder named ~
+
+
 def train_in_process(overrides: list[str], tmp_path: Path) -> dict[str, float]:
     """``src/train.py``'s ``train`` on the composed config, in this process (no interpreter to start)."""
     cfg = compose_train([*overrides, *TINY_RUN, *ONE_STEP], tmp_path)

@@ -4,6 +4,11 @@ The end-to-end tests run ``python src/train.py`` in a subprocess on the tiny syn
 (so checkpoints are 1 MB, not 455 MB): one run is killed with SIGKILL at the start of its second epoch and
 resumed with ``ckpt_path=last``; another gets SIGTERM in its first epoch and is resumed from the checkpoint
 file it saved. Both check the merged W&B (and CSV) logs: every epoch validated once, no step logged twice.
+A third gets Ctrl-C, and a resume of it that fails leaves its folder as it was.
+
+The signals and kills wait for events, not for time: ``Pace`` holds the first training batch until the test
+has sent its signal, ``KillAtEpochStart`` kills once W&B has the last validation on disk. A loaded machine
+makes them slower, never wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -21,10 +27,12 @@ import pytest
 import torch
 import yaml
 
-from src.callbacks.preemption import PREEMPTED_EXIT_CODE
+from src.callbacks.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 from src.data.datamodule import ImageDataModule
 from src.utils.resume import (
+    PENDING_SUBDIR,
     RUN_ID_FILE,
+    commit_run_config,
     merge_overrides,
     resolve_checkpoint,
     rewrite_command_line,
@@ -36,31 +44,47 @@ from tests.test_train import TINY_DATA
 
 SMALL_NET = ["model.conv_widths=[16,32,48,48,32]", "model.fc_width=64"]  # 121 K parameters
 KILL_AT_EPOCH = "TEST_KILL_AT_EPOCH"  # KillAtEpochStart: SIGKILL this process when that epoch starts
-PACE_SECONDS = "TEST_PACE_SECONDS"  # Pace: sleep this long after each training batch
 STARTED = "training_started"  # Pace touches <run dir>/training_started at the first training batch
+GO = "signal_sent"  # ... and holds that batch until the test has written <run dir>/signal_sent
+EVENT_TIMEOUT = 300  # seconds: only a hung process waits this long
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = EVENT_TIMEOUT) -> None:
+    """Poll ``condition`` until it is true; AssertionError naming ``what`` after ``timeout`` s (a hang)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+def validation_on_disk(run: Path) -> bool:
+    """Whether W&B's record log in ``run`` holds a validation row yet (src/train.py flushes every second)."""
+    try:
+        return any("val/acc" in row for folder in find_offline_runs(run) for row in read_history(folder))
+    except FileNotFoundError:  # no record log yet
+        return False
 
 
 class KillAtEpochStart(L.Callback):
-    """Dies by SIGKILL (no handler, no cleanup: a node failure) 3 s into epoch ``$TEST_KILL_AT_EPOCH``.
-
-    The 3 s stand for the time an epoch takes: W&B writes its log to disk every second (``src/train.py``).
-    """
+    """Dies by SIGKILL (no handler, no cleanup: a node failure) at the start of epoch ``$TEST_KILL_AT_EPOCH``,
+    as soon as W&B has the previous epoch's validation on disk (as a real epoch's length would let it)."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = os.environ.get(KILL_AT_EPOCH)
         if epoch is not None and trainer.current_epoch == int(epoch):
-            time.sleep(3)
+            wait_for(lambda: validation_on_disk(Path(trainer.default_root_dir)), "W&B's validation row")
             os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Pace(L.Callback):
-    """Marks the start of training with a file and slows training batches by ``$TEST_PACE_SECONDS``."""
+    """Marks the start of training with a file, then holds the first training batch until the test has sent
+    its signal (``<run>/signal_sent``): the signal lands in batch 0, however loaded the machine is."""
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        (Path(trainer.default_root_dir) / STARTED).touch()
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        time.sleep(float(os.environ.get(PACE_SECONDS, "0")))
+        run = Path(trainer.default_root_dir)
+        if not (run / GO).exists():
+            (run / STARTED).touch()
+            wait_for((run / GO).exists, "the test's signal")
 
 
 def train_command(tmp_path: Path, *args: str) -> list[str]:
@@ -80,19 +104,27 @@ def run_train(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
     )
 
 
-def start_paced_run(tmp_path: Path, *args: str, timeout: float) -> subprocess.Popen:
-    """A 2-epoch training subprocess that sleeps 1 s after each batch, once its first batch has run."""
+def start_paced_run(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """A 2-epoch training subprocess, returned once it is holding its first training batch (``Pace``)."""
     pace = ["+callbacks.pace._target_=tests.test_resume.Pace", "trainer.max_epochs=2"]
     process = subprocess.Popen(
         train_command(tmp_path, *args, *pace),
-        cwd=tmp_path, env=run_env(tmp_path) | {PACE_SECONDS: "1"},
+        cwd=tmp_path, env=run_env(tmp_path),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while not list((tmp_path / "outputs").glob(f"train/runs/*/{STARTED}")):
-        assert process.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.05)
+
+    def started() -> bool:
+        assert process.poll() is None, "training ended before it started: " + process.communicate()[1][-3000:]
+        return bool(list((tmp_path / "outputs").glob(f"train/runs/*/{STARTED}")))
+
+    wait_for(started, "training to start")
     return process
+
+
+def signal_first_batch(process: subprocess.Popen, run: Path, signum: int) -> None:
+    """Send ``signum`` to a paced run holding its first batch, then let the batch go."""
+    process.send_signal(signum)
+    (run / GO).touch()
 
 
 def the_run_dir(tmp_path: Path) -> Path:
@@ -125,30 +157,44 @@ def checkpoint(path: Path) -> dict:
 # -- what ckpt_path means, without training ------------------------------------------------------------
 
 
-def fake_run(runs: Path, name: str, overrides: list[str], written: float | None = 1.0) -> Path:
-    """A run folder with its overrides and, unless ``written`` is None, a last.ckpt of that mtime."""
+def fake_run(
+    runs: Path,
+    name: str,
+    overrides: list[str],
+    started: float = 1.0,
+    checkpoint: bool = True,
+    net_config: dict | None = None,
+) -> Path:
+    """A run folder with its overrides, Hydra's config.yaml written at ``started`` and, if ``checkpoint``,
+    a last.ckpt (holding ``net_config`` if given)."""
     run = runs / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / ".hydra" / "config.yaml").write_text("{}\n")
+    os.utime(run / ".hydra" / "config.yaml", (started, started))
     (run / "checkpoints").mkdir()
-    if written is not None:
-        (run / "checkpoints" / "last.ckpt").write_bytes(b"")
-        os.utime(run / "checkpoints" / "last.ckpt", (written, written))
+    if checkpoint:
+        torch.save({"net_config": net_config} if net_config else {}, run / "checkpoints" / "last.ckpt")
     return run
 
 
-def test_last_resumes_the_latest_checkpoint_in_its_run_folder_and_config(tmp_path: Path) -> None:
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_last_resumes_the_latest_started_run_in_its_folder_and_config(tmp_path: Path) -> None:
     runs = tmp_path / "outputs" / "train" / "runs"
-    fake_run(runs, "2026-01-01_10-00-00-000000", ["model=one_tower"], written=1_000)
-    # started earlier than the next, but resumed since: its last.ckpt is the latest
+    fake_run(runs, "2026-01-01_10-00-00-000000", ["model=one_tower"], started=1_000)
+    # started earlier than the next, but resumed since (Hydra wrote its config.yaml again): the latest
     newest = fake_run(
         runs,
         "2026-01-02_10-00-00-000000",
         ["model=four_tower", "+trainer.max_time=1", "seed=3"],
-        written=3_000,
+        started=3_000,
     )
-    fake_run(runs, "2026-01-03_10-00-00-000000", ["model=two_tower"], written=2_000)
-    fake_run(runs, "2026-01-04_10-00-00-000000", ["model=two_tower"], written=None)  # no checkpoint yet
+    fake_run(runs, "2026-01-03_10-00-00-000000", ["model=two_tower"], started=2_000)
+    (runs / "not_a_run").mkdir()  # no .hydra/: not a run, whatever its age
     log_dir = f"paths.log_dir={tmp_path / 'outputs'}"
     argv = [log_dir, "ckpt_path=last", "trainer.max_time=2", "seed=4"]
     rewritten = rewrite_command_line(argv, CONF)
@@ -159,10 +205,30 @@ def test_last_resumes_the_latest_checkpoint_in_its_run_folder_and_config(tmp_pat
         "++trainer.max_time=2",  # replaces a saved +key: still applies
         "seed=4",  # the new command line wins
         f"hydra.run.dir={newest}",
+        f"hydra.output_subdir={PENDING_SUBDIR}",  # .hydra/ is replaced only once training starts
     ]
     # The DDP rank Lightning starts re-runs the rewritten command line plus its own hydra overrides.
-    child = [*rewritten, f'hydra.run.dir="{newest}"', "hydra.job.name=train_ddp_process_1"]
-    assert rewrite_command_line(child, CONF) == [*rewritten[:-1], f'hydra.run.dir="{newest}"', child[-1]]
+    lightning = [
+        f'hydra.run.dir="{newest}"',
+        "hydra.job.name=train_ddp_process_1",
+        "hydra.output_subdir=null",
+    ]
+    child = [*rewritten, *lightning]
+    assert rewrite_command_line(child, CONF) == [*rewritten[:-2], *lightning]
+
+
+def test_last_is_the_run_just_stopped_even_without_a_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C before the first checkpoint: ``last`` must not quietly resume an older run."""
+    runs = tmp_path / "outputs" / "train" / "runs"
+    older = fake_run(runs, "2026-01-01_10-00-00-000000", ["seed=1"], started=1_000)
+    stopped = fake_run(runs, "2026-01-02_10-00-00-000000", ["seed=2"], started=2_000, checkpoint=False)
+    before = folder_state(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        rewrite_command_line([f"paths.log_dir={tmp_path / 'outputs'}", "ckpt_path=last"], CONF)
+    message = str(raised.value)
+    assert f"the latest run, {stopped}, has no checkpoints/last.ckpt" in message
+    assert f"to resume an older run, name it: ckpt_path={older}" in message
+    assert folder_state(tmp_path) == before
 
 
 def test_last_with_no_run_to_resume_names_the_folder(tmp_path: Path) -> None:
@@ -170,23 +236,69 @@ def test_last_with_no_run_to_resume_names_the_folder(tmp_path: Path) -> None:
         rewrite_command_line([f"paths.log_dir={tmp_path / 'outputs'}", "ckpt_path=last"], CONF)
 
 
+def test_a_folder_that_is_not_a_run_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'photos'} is not a run folder"):
+        rewrite_command_line([f"ckpt_path={tmp_path / 'photos'}"], CONF)
+    with pytest.raises(SystemExit, match=f"no checkpoint file at {tmp_path / 'none.ckpt'}"):
+        rewrite_command_line([f"ckpt_path={tmp_path / 'none.ckpt'}"], CONF)
+    assert folder_state(tmp_path) == {"photos/cat.jpg": b"x"}
+
+
+def test_a_resume_that_builds_another_network_names_the_keys_and_writes_nothing(tmp_path: Path) -> None:
+    small = {"num_classes": 2, "towers": 2, "conv_widths": [16, 32, 48, 48, 32], "fc_width": 64}
+    run = fake_run(tmp_path / "runs", "a", [*SMALL_NET], net_config=small)
+    before = folder_state(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        rewrite_command_line([f"ckpt_path={run}", "model.towers=1", "data.num_classes=3"], CONF)
+    message = str(raised.value)
+    assert "model.towers=1 here, 2 in the checkpoint" in message
+    assert "data.num_classes=3 here, 2 in the checkpoint" in message
+    assert "conv_widths" not in message and "Nothing was written" in message
+    assert folder_state(tmp_path) == before
+    # The same settings as the checkpoint's pass; so does a file outside any run folder, checked the same way.
+    assert rewrite_command_line([f"ckpt_path={run}"], CONF)[-2:] == [
+        f"hydra.run.dir={run}", f"hydra.output_subdir={PENDING_SUBDIR}"
+    ]  # fmt: skip
+    loose = tmp_path / "loose.ckpt"
+    torch.save({"net_config": small}, loose)
+    with pytest.raises(SystemExit, match="model.fc_width=4096 here, 64 in the checkpoint"):
+        rewrite_command_line([f"ckpt_path={loose}"], CONF)
+    (tmp_path / "damaged.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(SystemExit, match="damaged.ckpt cannot be read"):
+        rewrite_command_line([f"ckpt_path={tmp_path / 'damaged.ckpt'}"], CONF)
+
+
+def test_a_resumed_runs_new_configuration_replaces_the_old_when_committed(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, "run", ["seed=1"])
+    (run / PENDING_SUBDIR).mkdir()
+    for name, text in (("config.yaml", "seed: 2\n"), ("overrides.yaml", "- seed=2\n")):
+        (run / PENDING_SUBDIR / name).write_text(text)
+    commit_run_config(run)
+    assert not (run / PENDING_SUBDIR).exists()
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=2\n"
+    assert (run / ".hydra" / "config.yaml").read_text() == "seed: 2\n"
+
+
 def test_given_run_dir_and_checkpoint_paths(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     run = fake_run(runs, "a", ["model=one_tower"])
+    pending = f"hydra.output_subdir={PENDING_SUBDIR}"
     # hydra.run.dir given: that run, its overrides, no second hydra.run.dir
     argv = [f"hydra.run.dir={run}", "ckpt_path=last"]
-    assert rewrite_command_line(argv, CONF) == ["model=one_tower", *argv]
+    assert rewrite_command_line(argv, CONF) == ["model=one_tower", *argv, pending]
     # a checkpoint in <run>/checkpoints/ continues that run; a run folder means its last.ckpt
     for ckpt in (run / "checkpoints" / "last.ckpt", run):
         assert rewrite_command_line([f"ckpt_path={ckpt}"], CONF) == [
-            "model=one_tower", f"ckpt_path={ckpt}", f"hydra.run.dir={run}"
+            "model=one_tower", f"ckpt_path={ckpt}", f"hydra.run.dir={run}", pending
         ]  # fmt: skip
-    # branching: a checkpoint of one run, written into another folder, with the first run's config
+    # branching: a checkpoint of one run, written into another (new) folder, with the first run's config
     argv = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'branch'}"]
     assert rewrite_command_line(argv, CONF) == ["model=one_tower", *argv]
     # a file outside a run folder, no ckpt_path, or a multirun: the command line is left alone
     loose = tmp_path / "loose.ckpt"
-    loose.write_bytes(b"")
+    torch.save({}, loose)
     for argv in (
         [f"ckpt_path={loose}"],
         ["seed=1"],
@@ -214,6 +326,22 @@ def test_merge_overrides_keeps_one_value_per_key() -> None:
     assert merge_overrides(saved, new) == [
         "~callbacks.progress_bar", "trainer.max_epochs=5", "++a.b=2", "model=four_tower"
     ]  # fmt: skip
+
+
+def test_a_saved_plus_override_of_a_key_declared_since_still_composes() -> None:
+    """A run started with ``+trainer.overfit_batches=2`` before the trainer config declared the key: its
+    resume replays it as ``++`` (a plain ``+`` now fails: "an item is already at 'trainer.overfit_batches'").
+    """
+    from hydra import compose, initialize_config_dir
+
+    saved = ["+trainer.overfit_batches=2", "+experiment=demo", "seed=3"]
+    merged = merge_overrides(saved, ["trainer.max_epochs=5"])
+    assert merged == ["++trainer.overfit_batches=2", "+experiment=demo", "seed=3", "trainer.max_epochs=5"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[o for o in merged if not o.startswith("+experiment")])
+        with pytest.raises(Exception, match="already at"):
+            compose(config_name="train", overrides=["+trainer.overfit_batches=2"])
+    assert cfg.trainer.overfit_batches == 2 and cfg.trainer.max_epochs == 5
 
 
 def test_wandb_run_id_from_the_file_or_the_newest_folder(tmp_path: Path) -> None:
@@ -284,14 +412,14 @@ def test_run_killed_after_its_first_epoch_resumes_with_ckpt_path_last(tmp_path: 
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
-    process = start_paced_run(tmp_path, timeout=120)
-    process.send_signal(signal.SIGTERM)  # in the first of 3 batches of epoch 0 (or the pause after it)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    process = start_paced_run(tmp_path)
     run = the_run_dir(tmp_path)
+    signal_first_batch(process, run, signal.SIGTERM)  # in the first of 3 batches of epoch 0
+    stdout, stderr = process.communicate(timeout=EVENT_TIMEOUT)
+    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"
     saved = checkpoint(last)
-    assert saved["epoch"] == 0 and saved["global_step"] in (1, 2)  # mid-epoch, at a batch end
+    assert saved["epoch"] == 0 and saved["global_step"] == 1  # mid-epoch, at the end of that batch
     assert not (run / "checkpoints" / "epoch_000.ckpt").exists() and not list(
         run.glob("checkpoints/.*")
     )  # no partial file
@@ -307,6 +435,9 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) 
     resumed = run_train(tmp_path, f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert the_run_dir(tmp_path) == run
+    # The resumed run's configuration replaced the run's own once it trained.
+    assert not (run / PENDING_SUBDIR).exists()
+    assert f"ckpt_path={last}" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     final = checkpoint(last)
     assert (final["epoch"], final["global_step"]) == (1, 6)  # epoch 0 finished its batches, then epoch 1
     folders = find_offline_runs(run)
@@ -315,3 +446,24 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) 
     assert_each_epoch_once(rows, epochs=2, steps_per_epoch=3)
     logged = {row["trainer/global_step"] for row in rows if "train/loss_step" in row}
     assert len(set(range(6)) - logged) == 1  # the batch the run stopped at is the only step not logged
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_a_resume_that_fails_changes_nothing(tmp_path: Path) -> None:
+    process = start_paced_run(tmp_path)
+    run = the_run_dir(tmp_path)
+    signal_first_batch(process, run, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    stdout, stderr = process.communicate(timeout=EVENT_TIMEOUT)
+    assert process.returncode == INTERRUPTED_EXIT_CODE, stderr[-3000:]
+    saved = checkpoint(run / "checkpoints" / "last.ckpt")
+    assert saved["epoch"] == 0 and saved["global_step"] == 1
+    assert f"stopped by Ctrl-C (exit code 130); to go on: python src/train.py hydra.run.dir={run}" in stderr
+
+    # A resume whose settings fail once Hydra has started: the run's folder, .hydra/ included, is as it was.
+    before = folder_state(run)
+    failed = run_train(tmp_path, "ckpt_path=last", "data.val_fraction=0")
+    assert failed.returncode != 0 and "data.val_fraction must be a fraction between 0 and 1" in failed.stderr
+    assert the_run_dir(tmp_path) == run
+    unchanged = {name: data for name, data in before.items() if name != "train.log"}  # Hydra appends to it
+    after = folder_state(run)
+    assert {name: after.get(name) for name in unchanged} == unchanged

@@ -1,4 +1,5 @@
-"""Save ``checkpoints/last.ckpt`` and stop on SIGTERM, which a cluster sends before it preempts a job.
+"""Save ``checkpoints/last.ckpt`` and stop on SIGTERM, which a cluster sends before it preempts a job, and on
+Ctrl-C (SIGINT), which a user sends.
 
 What Lightning 2.6 does by itself (``trainer/connectors/signal_connector.py``): during ``fit``/``test`` it
 installs a SIGTERM handler that only sets ``trainer.received_sigterm`` (and, in DDP, broadcasts from inside
@@ -22,6 +23,13 @@ the sanity check) to the end of ``fit`` (Lightning's teardown puts back the hand
   the epoch's checkpoints complete first; one during the last epoch's validation, after the last batch,
   lets ``fit`` finish and ``src/train.py`` exits with 143 before the test (resuming then only tests).
 
+Ctrl-C is served the same way, from ``on_train_start`` to the end of ``fit`` (the handler Lightning found is
+put back in ``teardown``), and exits with ``INTERRUPTED_EXIT_CODE`` (130, 128 + SIGINT). Without it Lightning
+catches the ``KeyboardInterrupt`` and exits with 1, saving nothing. A second Ctrl-C before the batch ends
+raises ``KeyboardInterrupt`` at once, for a user who will not wait (nothing is saved then). Loader worker
+processes ignore SIGINT (``src/data/datamodule.py``): a terminal sends it to the whole process group, and
+a worker that died of it would fail the batch the main process still has to finish.
+
 The saved state is "batch k of epoch e done": ``ckpt_path=last`` resumes inside the epoch with its
 remaining batches (Lightning warns that the loader is not resumable: the resumed part of the epoch draws a
 new random order, so some images of that epoch are seen twice and some not at all). The step metrics of
@@ -42,18 +50,27 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # 130, what a shell reports after Ctrl-C
+SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
+
+
+def exit_code_of(signum: int) -> int:
+    return INTERRUPTED_EXIT_CODE if signum == signal.SIGINT else PREEMPTED_EXIT_CODE
 
 
 class Preempted(SIGTERMException):
-    """Raised on every rank after the preemption checkpoint is saved; exits with 143 if not caught."""
+    """Raised on every rank after the preemption checkpoint is saved; exits with 143 (130 after Ctrl-C) if
+    not caught."""
 
-    def __init__(self, checkpoint: Path) -> None:
-        super().__init__(PREEMPTED_EXIT_CODE)
+    def __init__(self, checkpoint: Path, signum: int = signal.SIGTERM) -> None:
+        super().__init__(exit_code_of(signum))
         self.checkpoint = checkpoint
+        self.signum = signum
 
 
 class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM: save ``<dirpath>/<filename>`` at the next training batch end and stop (module docstring).
+    """On SIGTERM or Ctrl-C: save ``<dirpath>/<filename>`` at the next training batch end and stop (module
+    docstring).
 
     Args:
         dirpath: the checkpoint folder (``${paths.output_dir}/checkpoints``, as ``ModelCheckpoint``'s, so
@@ -65,26 +82,51 @@ class PreemptionCheckpoint(L.Callback):
         super().__init__()
         self.dirpath = Path(dirpath)
         self.filename = filename
-        self.requested = False  # a SIGTERM arrived (on this rank) during fit
+        self.requested = False  # a SIGTERM or SIGINT arrived (on this rank) during fit
+        self.signum: int = signal.SIGTERM  # which one (SIGTERM when another rank asked)
         self.saved: Path | None = None  # the checkpoint written on preemption
+        self._previous_sigint: Any = None  # the SIGINT handler to put back after fit
 
     @property
     def path(self) -> Path:
         return self.dirpath / self.filename
 
+    @property
+    def exit_code(self) -> int:
+        """143 after SIGTERM, 130 after Ctrl-C."""
+        return exit_code_of(self.signum)
+
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.requested and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
         if not self.requested:
             rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0"
+            name = SIGNAL_NAMES.get(signum, str(signum))
             message = (
-                f"[rank {rank}] SIGTERM: saving {self.path} at the end of this training batch, then stopping"
+                f"[rank {rank}] {name}: saving {self.path} at the end of this training batch, then stopping"
             )
+            if signum == signal.SIGINT:
+                message += " (Ctrl-C again to stop at once, without saving)"
             print(message, file=sys.stderr, flush=True)
+            self.signum = signum
         self.requested = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.requested = self.requested or trainer.received_sigterm  # one that came during the sanity check
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.handle_signal)
+            self._previous_sigint = signal.signal(signal.SIGINT, self.handle_signal)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Give Ctrl-C back to whoever had it (Lightning restores SIGTERM's handler itself)."""
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self.teardown(trainer, pl_module, "fit")  # fit ended by an exception (Preempted included)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -98,7 +140,7 @@ class PreemptionCheckpoint(L.Callback):
             mark_preempting = getattr(getattr(logger, "experiment", None), "mark_preempting", None)
             if trainer.is_global_zero and callable(mark_preempting):
                 mark_preempting()
-        raise Preempted(self.path)
+        raise Preempted(self.path, self.signum)
 
     def save(self, trainer: L.Trainer) -> None:
         """Write the checkpoint beside its final name, then rename it into place (all ranks take part)."""

@@ -35,6 +35,15 @@ the next build resumes):
 then the files of the final folder, ``meta.json`` last, and the folder is renamed to its final name: a
 cache is complete if and only if ``<cache_root>/<fingerprint>/meta.json`` exists.
 
+Integrity: ``meta.json`` holds a CRC-32 of every ``CHECKSUM_IMAGES`` images of ``images.u8`` and of each
+``.npy`` file. A cache found again (``build_cache``, from the datamodule's ``prepare_data``: once per node) is
+verified before it is used: one read of the file and a CRC-32 (zlib, on up to 4 threads): 0.88 s of CPU
+for Imagenette's 9,469 images (1.86 GB, measured), so about 0.2 s for the 2,000-image demo set and 2.3 s for
+PetImages' 25,000, against minutes per training epoch. A cache whose bytes changed (same length or not),
+or whose ``meta.json`` or ``.npy`` files are damaged, is an error naming the file and how to rebuild (delete
+the folder; the next run builds it again). Caches built before the checksums existed are used unverified,
+with a note.
+
 Concurrency: only one process per node should build (the datamodule builds from Lightning's
 ``prepare_data``, which runs on one process per node; the other ranks open the finished cache in
 ``setup``). Two processes building the same cache at once still do not corrupt it: the build holds an
@@ -53,8 +62,9 @@ import os
 import shutil
 import time
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +90,13 @@ BUILD_FILE = "build.json"
 CHUNKS_DIR = "chunks"
 JOURNAL_FILE = "compacted.txt"
 COMPACT_BLOCK = 256  # images moved per read/write during compaction (at most; see _compact)
+CHECKSUM_IMAGES = 1024  # images per CRC-32 of images.u8 (192 MiB at 256x256)
+CHECKSUM_READ = 16 * 2**20  # bytes read at a time while checksumming
+ARRAY_FILES = ("labels.npy", "pixel_sums.npy", "pixel_products.npy")
+
+
+class DamagedCacheError(ValueError):
+    """A complete cache whose files are not what its build wrote."""
 
 
 def fingerprint(files: LabelledFiles, image_size: int) -> str:
@@ -158,24 +175,33 @@ class ImageCache:
             raise FileNotFoundError(
                 f"{folder} is not a complete image cache (it has no {META_FILE}); build it with build_cache"
             )
-        meta = json.loads(meta_path.read_text())
-        if meta.get("version") != CACHE_VERSION:
+        self.folder = folder
+        try:
+            meta = json.loads(meta_path.read_text())
+            version = meta.get("version")
+        except (ValueError, AttributeError) as error:
+            raise self.damaged(META_FILE, f"not a JSON object ({error})") from None
+        if version != CACHE_VERSION:
             raise ValueError(
-                f"{folder} is an image cache of version {meta.get('version')}, this code reads version "
+                f"{folder} is an image cache of version {version}, this code reads version "
                 f"{CACHE_VERSION}; build it again"
             )
-        self.folder = folder
-        self.fingerprint: str = meta["fingerprint"]
-        self.image_size: int = int(meta["image_size"])
-        self.classes: list[str] = list(meta["classes"])
-        self.paths: list[str] = list(meta["paths"])
-        self.skipped: list[tuple[str, str]] = [(str(p), str(r)) for p, r in meta["skipped"]]
-        self.labels: np.ndarray = np.load(folder / "labels.npy")
-        self.labels.flags.writeable = False
-        count = int(meta["count"])
+        try:
+            self.fingerprint: str = meta["fingerprint"]
+            self.image_size: int = int(meta["image_size"])
+            self.classes: list[str] = list(meta["classes"])
+            self.paths: list[str] = list(meta["paths"])
+            self.skipped: list[tuple[str, str]] = [(str(p), str(r)) for p, r in meta["skipped"]]
+            count = int(meta["count"])
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise self.damaged(META_FILE, f"{type(error).__name__}: {error}") from None
+        self.checksums: dict[str, Any] | None = meta.get("checksums")
+        self.labels: np.ndarray = self._load_array("labels.npy", (count,))
+        if count and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+            raise self.damaged("labels.npy", f"labels outside 0..{len(self.classes) - 1}")
         expected = count * self.image_size * self.image_size * 3
         size = (folder / IMAGES_FILE).stat().st_size if (folder / IMAGES_FILE).exists() else -1
-        if len(self.paths) != count or len(self.labels) != count or size != expected:
+        if len(self.paths) != count or size != expected:
             raise ValueError(
                 f"{folder} is a damaged image cache ({IMAGES_FILE} holds {size} bytes, {expected} expected "
                 f"for {count} images); delete it and build it again"
@@ -186,6 +212,49 @@ class ImageCache:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def damaged(self, name: str, what: str) -> DamagedCacheError:
+        """The error for a damaged file ``name`` of this cache, saying how to rebuild it."""
+        return DamagedCacheError(
+            f"the image cache {self.folder} is damaged: {name}: {what}. It holds only decoded copies of your "
+            f"images: delete it (rm -r {self.folder}) and run again, which rebuilds it"
+        )
+
+    def _load_array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """``<folder>/<name>``, read-only, of ``shape``; ``DamagedCacheError`` naming the file otherwise."""
+        try:
+            array = np.load(self.folder / name, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise self.damaged(name, f"{type(error).__name__}: {error}") from None
+        if array.shape != shape:
+            raise self.damaged(name, f"shape {array.shape}, {shape} expected")
+        array.flags.writeable = False
+        return array
+
+    def verify(self) -> None:
+        """Check every file against the CRC-32s its build recorded (module docstring); ``DamagedCacheError``
+        naming the first file, and the images, that changed. A cache without checksums is noted, not checked.
+        """
+        if not self.checksums:
+            print(f"note: the image cache {self.folder} has no checksums (an older build): not verified")
+            return
+        for name in ARRAY_FILES:
+            if _crc32_file(self.folder / name) != self.checksums.get(name):
+                raise self.damaged(name, "its bytes changed since the cache was built (CRC-32 differs)")
+        try:
+            images = int(self.checksums["block_images"])
+            expected = [int(crc) for crc in self.checksums["images"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise self.damaged(META_FILE, f"its checksums: {type(error).__name__}: {error}") from None
+        found = _crc32_blocks(self.folder / IMAGES_FILE, images * self.image_size * self.image_size * 3)
+        changed = [i for i, (a, b) in enumerate(zip(found, expected, strict=False)) if a != b]
+        if changed or len(found) != len(expected):
+            first = changed[0] if changed else min(len(found), len(expected))
+            raise self.damaged(
+                IMAGES_FILE,
+                f"the bytes of images {first * images}..{min(len(self), (first + 1) * images) - 1} changed "
+                f"since the cache was built ({len(changed)} of {len(expected)} blocks differ)",
+            )
 
     def __repr__(self) -> str:
         return f"ImageCache({str(self.folder)!r}, {len(self)} images of {self.image_size}x{self.image_size})"
@@ -207,14 +276,14 @@ class ImageCache:
     def pixel_sums(self) -> np.ndarray:
         """(N, 3) float64: per image, the sum of its R, G and B values over its S*S pixels (exact)."""
         if self._pixel_sums is None:
-            self._pixel_sums = _load_readonly(self.folder / "pixel_sums.npy")
+            self._pixel_sums = self._load_array("pixel_sums.npy", (len(self), 3))
         return self._pixel_sums
 
     @property
     def pixel_products(self) -> np.ndarray:
         """(N, 3, 3) float64: per image, the sum over its pixels x (RGB) of x x^T (exact integers)."""
         if self._pixel_products is None:
-            self._pixel_products = _load_readonly(self.folder / "pixel_products.npy")
+            self._pixel_products = self._load_array("pixel_products.npy", (len(self), 3, 3))
         return self._pixel_products
 
     def rgb_statistics(self, indices: np.ndarray | Sequence[int] | None = None) -> RGBStatistics:
@@ -247,9 +316,13 @@ class ImageCache:
         return state
 
 
-def open_cache(folder: str | Path) -> ImageCache:
-    """Open the complete cache in ``folder``; an error names the folder if it is not one."""
-    return ImageCache(folder)
+def open_cache(folder: str | Path, verify: bool = False) -> ImageCache:
+    """Open the complete cache in ``folder``; an error names the folder if it is not one. ``verify``: check
+    its checksums too (``ImageCache.verify``)."""
+    cache = ImageCache(folder)
+    if verify:
+        cache.verify()
+    return cache
 
 
 def build_cache(
@@ -260,6 +333,7 @@ def build_cache(
     workers: int | None = None,
     chunk_size: int = 128,
     progress: bool = True,
+    verify: bool = True,
 ) -> ImageCache:
     """The cache of ``files`` at ``cache_root/<fingerprint>``: opened if it is complete, else built.
 
@@ -270,7 +344,8 @@ def build_cache(
     are skipped and listed in ``skipped.tsv``; they never stop a build.
 
     Only one process per node should call this for a given folder (Lightning's ``prepare_data``); a second
-    one waits on the lock and then opens the finished cache.
+    one waits on the lock and then opens the finished cache. ``verify``: check a cache found complete
+    against its checksums (the processes that open it after ``prepare_data`` did need not).
 
     Raises:
         ValueError: ``files`` is empty, or none of its files could be decoded (the message names the folder
@@ -290,8 +365,10 @@ def build_cache(
             if not (final / META_FILE).is_file():
                 _build(files, root, key, image_size, workers, chunk_size, progress, folder)
                 return _checked(open_cache(final), folder)
-    cache = _checked(open_cache(final), folder)
-    print(f"using cache {final} ({len(cache)} images)")
+    start = time.perf_counter()
+    cache = _checked(open_cache(final, verify=verify), folder)
+    checked = f", verified in {time.perf_counter() - start:.1f} s" if verify and cache.checksums else ""
+    print(f"using cache {final} ({len(cache)} images{checked})")
     return cache
 
 
@@ -345,6 +422,9 @@ def _build(
         np.save(partial / "pixel_sums.npy", sums[ok])
         np.save(partial / "pixel_products.npy", products[ok])
         _write_report(partial / REPORT_FILE, skipped)
+        block = CHECKSUM_IMAGES * slot
+        checksums = {name: _crc32_file(partial / name) for name in ARRAY_FILES}
+        checksums |= {"block_images": CHECKSUM_IMAGES, "images": _crc32_blocks(partial / IMAGES_FILE, block)}
         meta = {
             "version": CACHE_VERSION,
             "fingerprint": key,
@@ -357,6 +437,7 @@ def _build(
             "paths": [paths[i] for i in np.flatnonzero(ok)],
             "labels": labels[ok].tolist(),
             "skipped": [list(item) for item in skipped],
+            "checksums": checksums,
             "build": {
                 "seconds": round(time.perf_counter() - start_time, 3),
                 "decoded_files": decoded,
@@ -625,10 +706,30 @@ def _npz_bytes(**arrays: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _load_readonly(path: Path) -> np.ndarray:
-    array = np.load(path)
-    array.flags.writeable = False
-    return array
+def _crc32_range(path: Path, start: int, stop: int) -> int:
+    """CRC-32 of bytes [start, stop) of ``path`` (zlib releases the GIL: threads run in parallel)."""
+    crc = 0
+    with open(path, "rb", buffering=0) as handle:
+        offset = start
+        while offset < stop:
+            data = os.pread(handle.fileno(), min(CHECKSUM_READ, stop - offset), offset)
+            if not data:
+                break
+            crc = zlib.crc32(data, crc)
+            offset += len(data)
+    return crc
+
+
+def _crc32_blocks(path: Path, block: int) -> list[int]:
+    """CRC-32 of each ``block`` bytes of ``path`` (the last block may be shorter), on a few threads."""
+    size = path.stat().st_size
+    starts = range(0, size, block)
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda start: _crc32_range(path, start, min(size, start + block)), starts))
+
+
+def _crc32_file(path: Path) -> int | None:
+    return _crc32_range(path, 0, path.stat().st_size) if path.is_file() else None
 
 
 @contextmanager

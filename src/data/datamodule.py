@@ -13,27 +13,53 @@ softmax over the ten views (``ten``) or use the ``centre`` patch.
 Batches travel as uint8 (a quarter of the bytes of float32) and become floats on the device the model runs
 on, in ``on_after_batch_transfer``: PCA lighting for training batches (``lighting.py``), minus the mean
 training pixel (section 2), optionally divided by the pixel standard deviation.
+
+Settings that cannot work stop the run before anything is read or trained, with a message naming them:
+in ``__init__`` (batch and image sizes that are not positive whole numbers, a crop larger than the image,
+a ``val_fraction`` outside (0, 1)), and in ``setup`` before ``fit`` trains (a class none of whose files
+decode, a class too small to give both the training and the validation split an image, a ``test/`` whose
+classes are not ``train/``'s). Checkpoints record the class names and the data root (``state_dict``), and
+loading one into a datamodule with other classes (``src/eval.py`` on another test set, a resume on other
+data) is an error naming both lists.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from src.data.cache import ImageCache, build_cache
 from src.data.datasets import prepare_dataset
-from src.data.layouts import find_labelled_images
+from src.data.layouts import describe_ignored, find_labelled_images
 from src.data.lighting import PCA_STD, PCALighting
 from src.data.synthetic import generate_dataset
 from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
+from src.utils.paths import expand_home
 
 NORMALIZATIONS = ("mean", "mean_std")
+
+
+def check_every_class_decodes(files: Any, cache: ImageCache, folder: Path) -> None:
+    """ValueError naming each class of ``folder`` none of whose files decoded, with the counts."""
+    listed = np.bincount(np.asarray(files.labels, dtype=np.int64), minlength=len(files.classes))
+    decoded = np.bincount(np.asarray(cache.labels, dtype=np.int64), minlength=len(files.classes))
+    empty = [name for i, name in enumerate(files.classes) if decoded[i] == 0]
+    if empty:
+        counts = ", ".join(f"{name!r} {decoded[i]} of {listed[i]}" for i, name in enumerate(files.classes))
+        raise ValueError(
+            f"{folder}: no file of the class{'es' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} "
+            f"could be decoded (images that decode, per class: {counts}); the reasons are in "
+            f"{cache.folder / 'skipped.tsv'}"
+        )
 
 
 def data_shards(trainer: L.Trainer) -> int:
@@ -41,6 +67,26 @@ def data_shards(trainer: L.Trainer) -> int:
     and under ``trainer=towers``, whose devices all see the whole batch (``src/strategies/towers.py``)."""
     sampler_kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
     return int(sampler_kwargs.get("num_replicas", trainer.world_size))
+
+
+def whole_number(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+    """``value`` if it is a whole number >= ``minimum`` (or None when allowed), else a ValueError naming
+    the setting ``data.<name>``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        alternative = " or null" if allow_none else ""
+        raise ValueError(f"data.{name} must be a whole number >= {minimum}{alternative}, got {value!r}")
+    return int(value)
+
+
+def worker_init(worker_id: int, rank: int) -> None:
+    """A loader worker ignores Ctrl-C: the terminal sends SIGINT to every process of the job, and it is the
+    main process's to handle (``src/callbacks/preemption.py``), which still needs the workers' batches. Then
+    Lightning's own seeding of the worker, which it adds only to loaders without a ``worker_init_fn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 def split_by_source(
@@ -116,10 +162,30 @@ class ImageDataModule(L.LightningDataModule):
         for key, value in (("val_views", val_views), ("test_views", test_views)):
             if value not in EVAL_VIEWS:
                 raise ValueError(f"data.{key}={value!r} is not known; choose one of {EVAL_VIEWS}")
-        self.root = Path(root)
+        batch_size = whole_number("batch_size", batch_size, 1)
+        image_size = whole_number("image_size", image_size, 1)
+        crop_size = whole_number("crop_size", crop_size, 1)
+        num_workers = whole_number("num_workers", num_workers, 0, allow_none=True)
+        cache_workers = whole_number("cache_workers", cache_workers, 0, allow_none=True)
+        if crop_size > image_size:
+            raise ValueError(
+                f"data.crop_size={crop_size} is larger than data.image_size={image_size}, the cached images "
+                "it is cut from"
+            )
+        if (
+            isinstance(val_fraction, bool)
+            or not isinstance(val_fraction, (int, float))
+            or not 0 < val_fraction < 1
+        ):
+            raise ValueError(
+                f"data.val_fraction must be a fraction between 0 and 1 (0.1 by default), got "
+                f"{val_fraction!r}: the checkpoints (val/acc) and the plateau scheduler watch the "
+                "validation split"
+            )
+        self.root = expand_home(root)
         self.num_classes = num_classes
         self.layout = layout
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root.parent / "cache"
+        self.cache_dir = expand_home(cache_dir) if cache_dir is not None else self.root.parent / "cache"
         self.val_fraction = val_fraction
         self.batch_size = batch_size  # global; the loaders use self.per_device_batch_size
         self.per_device_batch_size = batch_size
@@ -181,7 +247,7 @@ class ImageDataModule(L.LightningDataModule):
     def has_test_split(self) -> bool:
         return (self.root / "test").is_dir()
 
-    def _cache(self, split: str, progress: bool = True) -> ImageCache:
+    def _cache(self, split: str, progress: bool = True, verify: bool = False) -> ImageCache:
         """The offline cache of ``<root>/<split>``: built on first use, then reused (``cache.py``).
 
         ``prepare_data`` runs in one process per node and ``setup`` in every process: ``setup`` takes the
@@ -192,16 +258,22 @@ class ImageDataModule(L.LightningDataModule):
         folder = self.root / split
         files = find_labelled_images(folder, self.layout)
         if files.ignored:
-            names = ", ".join(p.name for p in files.ignored[:5])
-            print(f"{folder}: ignored {len(files.ignored)} files outside the {self.layout} layout ({names})")
+            print(f"{folder}: {len(files.ignored)} entries not read: {describe_ignored(files, folder)}")
         if len(files.classes) != self.num_classes:
             raise ValueError(
                 f"{folder} has {len(files.classes)} classes {files.classes}, "
                 f"but data.num_classes={self.num_classes}"
             )
-        return build_cache(
-            files, self.cache_dir, self.image_size, workers=self.cache_workers, progress=progress
+        cache = build_cache(
+            files,
+            self.cache_dir,
+            self.image_size,
+            workers=self.cache_workers,
+            progress=progress,
+            verify=verify,
         )
+        check_every_class_decodes(files, cache, folder)
+        return cache
 
     def prepare_data(self) -> None:
         """Download and lay out, or generate, the dataset if asked; build the caches (one process per node).
@@ -214,7 +286,7 @@ class ImageDataModule(L.LightningDataModule):
             generate_dataset(self.root, **self.generate)
         for split in ("train", "test"):
             if (self.root / split).is_dir():
-                self._prepared[split] = self._cache(split)
+                self._prepared[split] = self._cache(split, verify=True)  # checksums: once per node
 
     def setup(self, stage: str | None = None) -> None:
         """Open the caches the stage needs: train and val for fitting, test for testing.
@@ -237,9 +309,16 @@ class ImageDataModule(L.LightningDataModule):
     def _setup_train_and_val(self) -> None:
         train_cache = self._cache("train", progress=False)
         self.classes = train_cache.classes
+        if self.has_test_split:  # now, not after the whole fit
+            test = self._prepared.get("test")
+            test_classes = test.classes if test is not None else self._test_classes()
+            if test_classes != self.classes:
+                raise ValueError(
+                    f"{self.root / 'test'} has classes {test_classes}, {self.root / 'train'} has "
+                    f"{self.classes}: the test split must hold the training classes"
+                )
         train_idx, val_idx = split_by_source(train_cache.labels, self.val_fraction, self.split_seed)
-        if not train_idx:
-            raise ValueError(f"{self.root / 'train'} holds too few images to keep any for training")
+        self._check_split(train_cache, train_idx, val_idx)
         self.datasets["train"] = CachedViews(
             train_cache, np.array(train_idx), self.train_views, self.crop_size
         )
@@ -250,12 +329,34 @@ class ImageDataModule(L.LightningDataModule):
         self.register_pixel_stats(statistics.mean, statistics.std)
         self.lighting = PCALighting(statistics, self.pca_std)
 
+    def _test_classes(self) -> list[str]:
+        return find_labelled_images(self.root / "test", self.layout).classes
+
+    def _check_split(self, cache: ImageCache, train_idx: list[int], val_idx: list[int]) -> None:
+        """ValueError naming each class that the split leaves without a training or a validation image."""
+        labels = np.asarray(cache.labels)
+        in_train = np.bincount(labels[train_idx], minlength=len(self.classes))
+        in_val = np.bincount(labels[val_idx], minlength=len(self.classes))
+        short = [
+            f"{name!r}: {in_train[i] + in_val[i]} usable images, {in_val[i]} for validation and "
+            f"{in_train[i]} for training"
+            for i, name in enumerate(self.classes)
+            if not in_train[i] or not in_val[i]
+        ]
+        if short:
+            raise ValueError(
+                f"{self.root / 'train'} has too few images in some classes for data.val_fraction="
+                f"{self.val_fraction}: {'; '.join(short)}. Every class needs an image on each side: add "
+                "images, or change data.val_fraction"
+            )
+
     def _eval_mode(self, split: str) -> str:
         return "ten_crop" if self.eval_views[split] == "ten" else "centre"
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} split: {self.root / split} was not found")
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(
             self.datasets[split],
             batch_size=self.per_device_batch_size,
@@ -263,6 +364,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=partial(worker_init, rank=rank) if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -275,14 +377,27 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
-        """The pixel statistics travel in checkpoints, so evaluation normalises as training did."""
+        """What travels in checkpoints: the pixel statistics, so evaluation normalises as training did, and
+        the class names and data root, so a checkpoint is never tested on other classes."""
         return {
             "pixel_mean": self.pixel_mean.flatten().tolist(),
             "pixel_std": self.pixel_std.flatten().tolist(),
+            "classes": list(self.classes),
+            "root": str(self.root),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take the checkpoint's pixel statistics; ValueError naming both lists if it was trained on other
+        classes than this data's (checkpoints written before the classes were recorded are not checked)."""
         self.register_pixel_stats(np.asarray(state_dict["pixel_mean"]), np.asarray(state_dict["pixel_std"]))
+        trained = list(state_dict.get("classes") or [])
+        here = self.classes or (self.datasets["test"].cache.classes if "test" in self.datasets else [])
+        if trained and here and trained != list(here):
+            where = state_dict.get("root", "its data")
+            raise ValueError(
+                f"the checkpoint was trained on the classes {trained} (of {where}), but {self.root} has the "
+                f"classes {list(here)}: test it on data with its classes (data=..., data.root=...)"
+            )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 -> float on the model's device: PCA lighting (training only), mean subtraction, scaling."""

@@ -49,6 +49,7 @@ from src.data.archives import ExtractLimits, extract_archive
 from src.data.download import RetryPolicy, check_hashes, fetch
 from src.utils.atomic import write_atomic
 from src.utils.locks import exclusive
+from src.utils.paths import expand_home
 
 MARKER = "prepared.json"
 SPLITS = ("train", "test")
@@ -297,7 +298,7 @@ def prepare_dataset(
         extract: ``dir`` (where archives are extracted), ``max_gb``, ``max_members``.
         options: the recipe's own settings (``target`` for oxford_pets, ``path`` for kaggle, ...).
     """
-    root = Path(root)
+    root = expand_home(root)
     if dataset not in RECIPES:
         raise ValueError(f"data.source.dataset={dataset!r} is not known; choose one of {', '.join(RECIPES)}")
     options = _plain(options)
@@ -355,8 +356,8 @@ def _prepare(
     sources = Sources(
         dataset=dataset,
         files=_plain(files or {}),
-        download_dir=Path(download.get("dir") or data_dir / "downloads"),
-        extract_dir=Path(extract.get("dir") or data_dir / "extracted"),
+        download_dir=expand_home(download.get("dir") or data_dir / "downloads"),
+        extract_dir=expand_home(extract.get("dir") or data_dir / "extracted"),
         retry=RetryPolicy(
             attempts=int(download.get("attempts", 5)),
             backoff_s=float(download.get("backoff_s", 2.0)),

@@ -9,8 +9,11 @@
 
 Every visible file of a class folder is a candidate, whatever its name: whether it is an image is for the
 decoder to say (``src/data/cache.py`` skips and reports what it cannot decode, ``Thumbs.db`` included), so
-no file is dropped silently. In the Kaggle layout a file whose name carries no label is listed in
-``ignored``.
+no file is dropped silently. What is not read is listed in ``ignored``, each entry with its reason in
+``ignored_reasons`` (the datamodule prints them): hidden files and folders (``.DS_Store``), sub-folders of
+a class folder (their files are not read: a class is one flat folder), broken symbolic links, files outside
+any class folder, and, in the Kaggle layout, files whose name carries no label. A class folder with nothing
+to read is an error naming it and what it holds: it would silently be no class at all.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class LabelledFiles:
     paths: list[Path]
     labels: list[int]
     classes: list[str]
-    ignored: tuple[Path, ...] = ()  # files present but not part of the layout (no label in the name)
+    ignored: tuple[Path, ...] = ()  # entries present but not read (see the module docstring)
+    ignored_reasons: tuple[str, ...] = ()  # why, one per entry of ``ignored``
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -46,8 +50,30 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+def _not_read(entry: Path) -> str | None:
+    """Why ``entry`` of an image folder is not read; ``None`` for a candidate (a visible file, or a link to
+    one)."""
+    if entry.name.startswith("."):
+        return "hidden"
+    if entry.is_file():
+        return None
+    if entry.is_symlink() and not entry.exists():
+        return "a broken link"
+    if entry.is_dir():
+        return f"a sub-folder, {sum(1 for f in entry.rglob('*') if f.is_file())} files not read"
+    return "not a regular file"
+
+
+def _entries(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The candidate files of ``folder``, and what is not read, with why."""
+    files, ignored = [], []
+    for entry in sorted(folder.iterdir()):
+        why = _not_read(entry)
+        if why is None:
+            files.append(entry)
+        else:
+            ignored.append((entry, why))
+    return files, ignored
 
 
 def _expected(layout: str) -> str:
@@ -76,21 +102,53 @@ def find_labelled_images(folder: str | Path, layout: str = "auto") -> LabelledFi
         layout = "folders" if has_class_dirs else "kaggle"
 
     named: list[tuple[Path, str]] = []
-    ignored: list[Path] = []
+    ignored: list[tuple[Path, str]] = []
     if layout == "folders":
-        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            named += [(f, class_dir.name) for f in _visible_files(class_dir)]
-        ignored = _visible_files(folder)
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_dir() or entry.name.startswith("."):
+                ignored.append((entry, _not_read(entry) or "outside any class folder"))
+                continue
+            files, not_read = _entries(entry)
+            if not files:
+                _empty_class(entry, not_read)
+            named += [(f, entry.name) for f in files]
+            ignored += not_read
     else:
-        for f in _visible_files(folder):
+        top_files, ignored = _entries(folder)
+        for f in top_files:
             match = _KAGGLE_NAME.match(f.name)
             if match:
                 named.append((f, match["label"].lower()))
             else:
-                ignored.append(f)
+                ignored.append((f, "no <class>.<n>.<ext> name"))
 
     if not any(_is_image(p) for p, _ in named):
         raise ValueError(f"no images found in {folder} (layout {layout}); expected {_expected(layout)}")
     classes = sorted({name for _, name in named})
     index = {name: i for i, name in enumerate(classes)}
-    return LabelledFiles([p for p, _ in named], [index[n] for _, n in named], classes, tuple(ignored))
+    return LabelledFiles(
+        [p for p, _ in named],
+        [index[n] for _, n in named],
+        classes,
+        tuple(p for p, _ in ignored),
+        tuple(why for _, why in ignored),
+    )
+
+
+def _empty_class(class_dir: Path, not_read: list[tuple[Path, str]]) -> None:
+    held = "; ".join(f"{p.name} ({why})" for p, why in not_read[:5])
+    what = f"{len(not_read)} entries not read: {held}" if not_read else "it is empty"
+    raise ValueError(
+        f"class folder {class_dir} (class {class_dir.name!r}) has 0 files to read ({what}); every "
+        f"sub-folder of {class_dir.parent} is a class: fill it or remove it"
+    )
+
+
+def describe_ignored(files: LabelledFiles, folder: Path, shown: int = 5) -> str:
+    """``<entry> (<why>); ...`` for the first ``shown`` entries not read, paths relative to ``folder``."""
+    parts = [
+        f"{p.relative_to(folder) if p.is_relative_to(folder) else p} ({why})"
+        for p, why in zip(files.ignored[:shown], files.ignored_reasons[:shown], strict=False)
+    ]
+    more = len(files.ignored) - shown
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -7,14 +7,22 @@
     python src/train.py ckpt_path=<run>                # that run's checkpoints/last.ckpt
     python src/train.py ckpt_path=<file.ckpt>          # that checkpoint
 
-* ``last`` alone picks, among the folders under ``<paths.log_dir>/<task_name>/runs/``, the one whose
-  ``checkpoints/last.ckpt`` was written last (the run that trained most recently; Lightning's own ``last``
-  also goes by modification time); none is an error naming that folder.
+* ``last`` alone is the run of this task started (or resumed) most recently: among the folders under
+  ``<paths.log_dir>/<task_name>/runs/``, the one whose ``.hydra/config.yaml`` Hydra wrote last. That is the
+  run the user just ran, even when it stopped (Ctrl-C, a crash) before it saved ``checkpoints/last.ckpt``:
+  then ``last`` is an error that names that run and the latest run that does have a checkpoint, never a
+  silent resume of an older run. No run at all is an error naming the folder.
 * With ``hydra.run.dir=<run>`` given, ``last`` is ``<run>/checkpoints/last.ckpt``; if the folder has no such
   file yet, a new run starts there (and says so). So a cluster script can run the same command on its first
   start and after every requeue.
 * A checkpoint file that lies in ``<run>/checkpoints/`` of a run folder (one with ``.hydra/``) belongs to
-  that run; a file anywhere else starts a new run, in a new folder, with a new W&B run.
+  that run; a file anywhere else starts a new run, in a new folder, with a new W&B run. A folder that is
+  not a run folder is an error (nothing is written into it).
+
+Before Hydra starts, and so before anything is written, ``rewrite_command_line`` checks that the checkpoint
+exists and that the network the merged overrides build has the checkpoint's shape (``data.num_classes``,
+``model.towers``, ``model.conv_widths``, ``model.fc_width``); a mismatch names each differing key with both
+values.
 
 A resumed run (each form above that names a run folder):
 
@@ -24,8 +32,10 @@ A resumed run (each form above that names a run folder):
   (a CSV logger writes the next ``csv/version_<n>``);
 * **has the run's own configuration**: the run's ``.hydra/overrides.yaml`` comes first, then the new command
   line, a later value of a key replacing an earlier one. ``ckpt_path=last`` alone rebuilds the same model and
-  data; ``ckpt_path=last trainer.max_epochs=120`` extends the run. Hydra rewrites ``overrides.yaml`` with the
-  merged list;
+  data; ``ckpt_path=last trainer.max_epochs=120`` extends the run. Hydra writes the merged configuration to
+  ``<run>/.hydra.pending/`` (``hydra.output_subdir``), and ``CommitRunConfig`` moves it over ``.hydra/``
+  when training starts: a resume that fails before that (a bad override, other data) leaves the run's
+  ``.hydra/`` as it was, so the next plain ``ckpt_path=last`` still works;
 * **continues the W&B run**: the run's id is kept in ``<run>/wandb_run_id.txt`` (written when the run starts;
   for older runs the id is read from the ``wandb/*run-<time>-<id>`` folder names) and handed to
   ``WandbLogger(id=...)``, which resumes with ``resume="allow"``. Offline (wandb 0.31), a resumed run writes
@@ -53,6 +63,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -65,6 +76,15 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 RUN_ID_FILE = "wandb_run_id.txt"
 RUNS_DIR = "runs"
+HYDRA_SUBDIR = ".hydra"
+PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it trains (CommitRunConfig)
+# The network settings a checkpoint's weights fix (their shapes), as the config names them.
+SHAPE_KEYS = {
+    "num_classes": "data.num_classes",
+    "towers": "model.towers",
+    "conv_widths": "model.conv_widths",
+    "fc_width": "model.fc_width",
+}
 _WANDB_RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
 
 
@@ -94,16 +114,27 @@ def merge_overrides(saved: list[str], new: list[str]) -> list[str]:
     """``saved`` then ``new``, one override per key, the later winning (in its place at the end).
 
     An override that replaces a saved ``+key=...`` (which added a key the config lacks) becomes
-    ``++key=...``, so it still applies to the composed config.
+    ``++key=...``, so it still applies to the composed config. A saved ``+a.b=...`` is replayed as
+    ``++a.b=...`` (add or replace): the config may have declared the key since the run started (the trainer
+    keys of ``conf/trainer/default.yaml``, say), and a plain ``+`` would then fail with "an item is already
+    at 'a.b'". Config groups (``+experiment=...``, no dot) are replayed as saved.
     """
     merged: dict[str, str] = {}
-    for override in [*saved, *new]:
+    for override in [*map(add_or_replace, saved), *new]:
         key = override_key(override)
         previous = merged.pop(key, None)
         if previous is not None and previous.startswith("+") and not override.startswith(("+", "~")):
             override = "++" + override
         merged[key] = override
     return list(merged.values())
+
+
+def add_or_replace(override: str) -> str:
+    """``+a.b=1`` -> ``++a.b=1`` for a config value (a dotted key); anything else as it is."""
+    key = override_key(override)
+    single_plus = override.startswith("+") and not override.startswith("++")
+    is_value = "." in key and "/" not in key and "@" not in key
+    return "+" + override if single_plus and is_value else override
 
 
 def saved_overrides(run_dir: Path) -> list[str]:
@@ -116,16 +147,43 @@ def saved_overrides(run_dir: Path) -> list[str]:
 
 def is_run_dir(path: Path) -> bool:
     """A folder ``src/train.py`` wrote: Hydra keeps the run's configuration in ``.hydra/``."""
-    return (path / ".hydra").is_dir()
+    return (path / HYDRA_SUBDIR).is_dir()
+
+
+def started(run: Path) -> float:
+    """When ``run`` was last started or resumed: the newest ``.hydra*/config.yaml`` Hydra wrote there."""
+    configs = [run / subdir / "config.yaml" for subdir in (HYDRA_SUBDIR, PENDING_SUBDIR)]
+    return max((c.stat().st_mtime for c in configs if c.is_file()), default=run.stat().st_mtime)
 
 
 def latest_run(runs_dir: Path) -> Path | None:
-    """The run folder under ``runs_dir`` whose ``checkpoints/last.ckpt`` was written last (then: by name)."""
+    """The run folder under ``runs_dir`` started (or resumed) most recently, with or without a checkpoint."""
     if not runs_dir.is_dir():
         return None
-    found = [(p / CHECKPOINT_DIR / LAST_CHECKPOINT, p) for p in runs_dir.iterdir()]
-    written = [(last.stat().st_mtime, run.name, run) for last, run in found if last.is_file()]
-    return max(written)[2] if written else None
+    runs = [(started(p), p.name, p) for p in runs_dir.iterdir() if is_run_dir(p)]
+    return max(runs)[2] if runs else None
+
+
+def last_checkpoint(run: Path) -> Path:
+    return run / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def latest_run_to_resume(where: Path) -> Path:
+    """The run ``ckpt_path=last`` means (the latest started); ``SystemExit`` if there is none, or if it has
+    no ``last.ckpt`` (naming the latest run that has one)."""
+    latest = latest_run(where)
+    if latest is None:
+        raise SystemExit(
+            f"ckpt_path=last: no run under {where}; name a checkpoint or a run folder (ckpt_path=<run dir>)"
+        )
+    if not last_checkpoint(latest).is_file():
+        resumable = [(started(p), p.name, p) for p in where.iterdir() if last_checkpoint(p).is_file()]
+        older = f"; to resume an older run, name it: ckpt_path={max(resumable)[2]}" if resumable else ""
+        raise SystemExit(
+            f"ckpt_path=last: the latest run, {latest}, has no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} (it "
+            f"stopped before saving one): run its command again without ckpt_path{older}"
+        )
+    return latest
 
 
 def runs_dir(conf_dir: Path, config_name: str, overrides: list[str]) -> Path:
@@ -145,13 +203,76 @@ def runs_dir(conf_dir: Path, config_name: str, overrides: list[str]) -> Path:
 
 def checkpoint_run(ckpt_path: str) -> Path | None:
     """The run folder a ``ckpt_path`` (not ``last``) belongs to: the folder itself, or ``<run>`` of
-    ``<run>/checkpoints/<file>``; ``None`` for a file outside a run folder."""
+    ``<run>/checkpoints/<file>``; ``None`` for a file outside a run folder. ``SystemExit`` for a folder that
+    is not a run folder, or a checkpoint that does not exist."""
     path = Path(ckpt_path).expanduser().absolute()
     if path.is_dir():
+        if not is_run_dir(path):
+            raise SystemExit(
+                f"ckpt_path={ckpt_path}: {path} is not a run folder (it has no {HYDRA_SUBDIR}/); name a run "
+                f"folder (outputs/train/runs/<run>) or a .ckpt file"
+            )
+        if not last_checkpoint(path).is_file():
+            raise SystemExit(
+                f"ckpt_path={ckpt_path}: the run {path} has no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} to resume"
+            )
         return path
+    if not path.is_file():
+        raise SystemExit(f"ckpt_path={ckpt_path}: no checkpoint file at {path}")
     if path.parent.name == CHECKPOINT_DIR and is_run_dir(path.parent.parent):
         return path.parent.parent
     return None
+
+
+def checkpoint_file(ckpt_path: str) -> Path:
+    """The file a ``ckpt_path`` other than ``last`` names: that file, or a run folder's ``last.ckpt``."""
+    path = Path(ckpt_path).expanduser().absolute()
+    return last_checkpoint(path) if path.is_dir() else path
+
+
+def network_mismatch(checkpoint: Path, model: dict[str, Any]) -> list[str]:
+    """``key=value here, value in the checkpoint`` for each weight-shaping setting that differs between the
+    composed ``model`` config and ``checkpoint``'s network; ``[]`` if none (or the checkpoint has none)."""
+    import torch
+
+    try:  # mmap: only the small pickled part is read, not the tensors (455 MB for the paper's net)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:
+        raise SystemExit(
+            f"ckpt_path: {checkpoint} cannot be read ({type(error).__name__}: {error}); it is damaged or "
+            "not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
+        ) from None
+    saved = saved.get("net_config") or {} if isinstance(saved, dict) else {}
+    differ = []
+    for key, name in SHAPE_KEYS.items():
+        if key in saved and key in model and _plain(model[key]) != _plain(saved[key]):
+            differ.append(f"{name}={_plain(model[key])} here, {_plain(saved[key])} in the checkpoint")
+    return differ
+
+
+def _plain(value: Any) -> Any:
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_resumable(checkpoint: Path, conf_dir: Path, config_name: str, overrides: list[str]) -> None:
+    """``SystemExit`` naming the differing settings if the overrides build a net the checkpoint can't fill."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    task = [o for o in overrides if not override_key(o).startswith("hydra.")]
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=task)
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+    except Exception:  # a bad override: let Hydra itself report it
+        return
+    differ = network_mismatch(checkpoint, model)
+    if differ:
+        raise SystemExit(
+            f"ckpt_path: {checkpoint} holds another network than these settings build: "
+            + "; ".join(differ)
+            + ". Nothing was written; drop the overrides that change the network, or start a new run"
+        )
 
 
 def rewrite_command_line(argv: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
@@ -175,19 +296,21 @@ def rewrite_command_line(argv: list[str], conf_dir: Path, config_name: str = "tr
                 where = runs_dir(conf_dir, config_name, argv)
             except Exception:  # a bad override: let Hydra itself report it
                 return argv
-            source = latest_run(where)
-            if source is None:
-                raise SystemExit(
-                    f"ckpt_path=last: no run under {where} has {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; "
-                    f"name a checkpoint or a run folder (ckpt_path=<run dir>)"
-                )
+            source = latest_run_to_resume(where)
+        checkpoint = last_checkpoint(source)
     else:
         source = checkpoint_run(ckpt_path)
-        if source is None:
-            return argv
-    merged = merge_overrides(saved_overrides(source), argv)
+        checkpoint = checkpoint_file(ckpt_path)
+    merged = merge_overrides(saved_overrides(source), argv) if source is not None else list(argv)
+    if checkpoint.is_file():
+        check_resumable(checkpoint, conf_dir, config_name, merged)
+    if source is None:
+        return argv
     if not given_dir:
         merged.append(f"hydra.run.dir={source}")
+    target = Path(given_dir).expanduser().absolute() if given_dir else source
+    if is_run_dir(target) and last_value(merged, "hydra.output_subdir") is None:
+        merged.append(f"hydra.output_subdir={PENDING_SUBDIR}")  # .hydra/ stays as it is until training starts
     return merged
 
 
@@ -240,6 +363,42 @@ def write_run_id(output_dir: str | Path, run_id: str) -> None:
     partial = output_dir / f".{RUN_ID_FILE}.{os.getpid()}"
     partial.write_text(run_id + "\n")
     os.replace(partial, target)
+
+
+def commit_run_config(output_dir: str | Path) -> None:
+    """Move the configuration Hydra wrote to ``<run>/.hydra.pending/`` over ``<run>/.hydra/``.
+
+    ``overrides.yaml`` goes last: it is what the next resume reads. Each file is renamed into place whole.
+    """
+    output_dir = Path(output_dir)
+    pending = output_dir / PENDING_SUBDIR
+    if not pending.is_dir():
+        return
+    final = output_dir / HYDRA_SUBDIR
+    final.mkdir(exist_ok=True)
+    for path in sorted(pending.iterdir(), key=lambda p: p.name == "overrides.yaml"):
+        os.replace(path, final / path.name)
+    pending.rmdir()
+
+
+def drop_pending_config(output_dir: str | Path) -> None:
+    """Forget the configuration of a resume that did not train (``train=false``): ``.hydra/`` stays."""
+    pending = Path(output_dir) / PENDING_SUBDIR
+    if pending.is_dir():
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+class CommitRunConfig(L.Callback):
+    """When training starts (the checkpoint is loaded, the data set up), rank 0 commits a resumed run's new
+    configuration (``commit_run_config``): a resume that fails before that changes nothing in the run."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            commit_run_config(self.output_dir)
 
 
 class CatchUpEpochSchedulers(L.Callback):
