@@ -34,6 +34,7 @@ if str(PROJECT_ROOT) not in sys.path:  # `python src/train.py` puts src/, not th
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
 from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
 from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
@@ -53,6 +54,7 @@ from src.utils.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
 from src.utils.paths import expand_home_in_overrides  # noqa: E402
+from src.utils.precision_check import slow_bf16_line  # noqa: E402
 from src.utils.resume import (  # noqa: E402
     LAST,
     CommitRunConfig,
@@ -151,6 +153,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     use_flop_counting_summary(trainer, cfg.data.get("crop_size", 224))
+    slow_bf16 = slow_bf16_line(trainer.precision, isinstance(trainer.accelerator, CPUAccelerator))
+    if slow_bf16 and trainer.is_global_zero:
+        print(slow_bf16, flush=True)
     check_batch_size(datamodule, trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
