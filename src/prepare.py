@@ -2,7 +2,7 @@
 
 Runs the data config's ``prepare_data``, exactly what the first training run with that config does:
 download and verify the archives, extract them safely, lay the images out in ``data.root``
-(``src/data/datasets.py``), and build the offline cache (``src/data/cache.py``). Doing it apart from
+(``src/datasets/recipes.py``), and build the offline cache (``src/data/cache.py``). Doing it apart from
 training lets a researcher fetch the data once, on a machine with internet, and see what it holds.
 
     python src/prepare.py data=petimages

@@ -38,11 +38,11 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from src.data.cache import ImageCache, build_cache
-from src.data.datasets import prepare_dataset
 from src.data.layouts import describe_ignored, find_labelled_images
 from src.data.lighting import PCA_STD, PCALighting
-from src.data.synthetic import generate_dataset
 from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
+from src.datasets.recipes import prepare_dataset
+from src.datasets.synthetic import generate_dataset
 from src.utils.paths import expand_home
 
 NORMALIZATIONS = ("mean", "mean_std")
@@ -128,9 +128,9 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: seed of the validation split.
         cache_workers: processes decoding images into the cache (``None``: one per CPU).
         generate: when given, ``prepare_data`` writes the built-in synthetic dataset to ``root`` with these
-            arguments of ``src.data.synthetic.generate_dataset``.
+            arguments of ``src.datasets.synthetic.generate_dataset``.
         source: when given, ``prepare_data`` first downloads, verifies and lays out a real dataset in ``root``
-            with these arguments of ``src.data.datasets.prepare_dataset`` (``conf/data/petimages.yaml``, ...).
+            with these arguments of ``src.datasets.recipes.prepare_dataset`` (``conf/data/petimages.yaml``).
     """
 
     def __init__(
