@@ -33,8 +33,7 @@ if str(PROJECT_ROOT) not in sys.path:  # `python src/train.py` puts src/, not th
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
+from lightning.pytorch.loggers import Logger  # noqa: E402
 from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -47,6 +46,8 @@ from src.callbacks.preemption import (  # noqa: E402
 )
 from src.callbacks.training_health import DIED_EXIT_CODE, TrainingDiedError  # noqa: E402
 from src.data.datamodule import data_shards  # noqa: E402
+from src.loggers.build import build_loggers, finish  # noqa: E402
+from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
 from src.utils.checkpoint_io import AtomicCheckpointIO  # noqa: E402
@@ -57,17 +58,11 @@ from src.utils.resume import (  # noqa: E402
     LAST,
     CommitRunConfig,
     drop_pending_config,
-    new_run_id,
     resolve_checkpoint,
     rewrite_command_line,
-    wandb_run_id,
-    write_run_id,
 )
-from src.utils.wandb_dashboard import define_run_metrics  # noqa: E402
-from src.utils.wandb_mode import choose_wandb_mode, offline_run_dirs  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
-WANDB_FLUSH_SECONDS = "1"  # how often W&B writes its record log to disk (wandb's default: 15 s)
 
 
 def build_module(cfg: DictConfig) -> TowerClassifier:
@@ -88,35 +83,6 @@ def build_module(cfg: DictConfig) -> TowerClassifier:
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-
-
-def is_wandb(logger_cfg: DictConfig) -> bool:
-    return "wandb" in str(logger_cfg.get("_target_", "")).lower()
-
-
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """The ``logger`` group's loggers. A W&B logger gets the run's W&B id (``src/utils/resume.py``): the one
-    kept in the output folder when the run is resumed there, else a new one, kept there by rank 0."""
-    loggers_cfg = {name: c for name, c in (cfg.get("logger") or {}).items() if c}
-    loggers = []
-    for logger_cfg in loggers_cfg.values():
-        if not is_wandb(logger_cfg):
-            loggers.append(hydra.utils.instantiate(logger_cfg))
-            continue
-        # wandb-core writes the run's .wandb file every 15 s by default: a SIGKILLed run would lose up to the
-        # last 15 s of logs (its last validation, say), which no resume logs again.
-        os.environ.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", WANDB_FLUSH_SECONDS)
-        _, why = choose_wandb_mode()  # offline when no key or no network (src/utils/wandb_mode.py)
-        if why and rank_zero_only.rank == 0:
-            print(why, flush=True)
-        output_dir = cfg.paths.output_dir
-        run_id = logger_cfg.get("id") or logger_cfg.get("version") or wandb_run_id(output_dir) or new_run_id()
-        if rank_zero_only.rank == 0:
-            write_run_id(output_dir, run_id)
-        loggers.append(hydra.utils.instantiate(logger_cfg, id=run_id, version=None))
-        if rank_zero_only.rank == 0:  # val/acc as its maximum in the runs table, val/loss as its minimum
-            define_run_metrics(loggers[-1].experiment)
-    return loggers
 
 
 def check_batch_size(datamodule: L.LightningDataModule, trainer: L.Trainer) -> None:
@@ -235,26 +201,7 @@ def report(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) ->
     ]
     print("final: " + "  ".join(shown))
     print(f"outputs: {cfg.paths.output_dir}")
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE") == "offline":
-            folders = offline_run_dirs(logger.save_dir)
-            mine = [f for f in folders if f.name.endswith(f"-{logger.version}")] or folders
-            if len(mine) == 1:
-                print(f"W&B offline run: {mine[0]}  (upload with: wandb sync {mine[0]})")
-            elif mine:  # a resumed run: one folder per process, synced in order of start time
-                print(f"W&B offline run {logger.version}, in {len(mine)} folders (one per start):")
-                for folder in mine:
-                    print(f"  {folder}")
-                print(f"upload with: wandb sync {' '.join(str(f) for f in mine)}")
-
-
-def finish(loggers: list[Logger], exit_code: int | None = None) -> None:
-    """End the W&B run (each multirun job must be its own run) and the process group (clean DDP exit)."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish(exit_code=exit_code)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    report_offline_runs(loggers)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

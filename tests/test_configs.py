@@ -13,9 +13,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
+from src.loggers.build import build_loggers
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import caffe_arrays, read_caffe_weights, write_caffe_weights
-from src.train import build_callbacks, build_loggers, build_module
+from src.train import build_callbacks, build_module
 from tests.conftest import CONF, compose_train
 
 

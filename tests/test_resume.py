@@ -29,16 +29,15 @@ import yaml
 
 from src.callbacks.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 from src.data.datamodule import ImageDataModule
+from src.loggers.wandb_records import find_offline_runs, iter_records, read_history, wait_until_finished
+from src.loggers.wandb_run import RUN_ID_FILE, wandb_run_id
 from src.utils.resume import (
     PENDING_SUBDIR,
-    RUN_ID_FILE,
     commit_run_config,
     merge_overrides,
     resolve_checkpoint,
     rewrite_command_line,
-    wandb_run_id,
 )
-from src.utils.wandb_offline import find_offline_runs, iter_records, read_history, wait_until_finished
 from tests.conftest import CONF, ROOT, run_env
 from tests.test_train import TINY_DATA
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.utils.wandb_offline import read_config, wait_until_finished
+from src.loggers.wandb_records import read_config, wait_until_finished
 
 TINY_GENERATED = ["data.generate.train_per_class=12", "data.generate.test_per_class=4"]
 TINY_RUN = [

@@ -36,14 +36,10 @@ A resumed run (each form above that names a run folder):
   ``<run>/.hydra.pending/`` (``hydra.output_subdir``), and ``CommitRunConfig`` moves it over ``.hydra/``
   when training starts: a resume that fails before that (a bad override, other data) leaves the run's
   ``.hydra/`` as it was, so the next plain ``ckpt_path=last`` still works;
-* **continues the W&B run**: the run's id is kept in ``<run>/wandb_run_id.txt`` (written when the run starts;
-  for older runs the id is read from the ``wandb/*run-<time>-<id>`` folder names) and handed to
-  ``WandbLogger(id=...)``, which resumes with ``resume="allow"``. Offline (wandb 0.31), a resumed run writes
-  a new folder ``wandb/offline-run-<time>-<same id>`` whose ``_step`` starts again at 0, while
-  ``trainer/global_step`` goes on; ``wandb sync <run>/wandb/offline-run-*`` uploads the folders of one run
-  in order of start time. A process killed by SIGKILL leaves what W&B had written to disk: ``src/train.py``
-  has wandb-core flush its record log every second (``WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL``, default
-  15 s), so only the last second of logs is lost;
+* **continues the W&B run**: the run keeps its W&B id in ``<run>/wandb_run_id.txt``, and the W&B logger
+  takes it up again (``src/loggers/wandb_run.py``). Offline (wandb 0.31), a resumed run writes a new folder
+  ``wandb/offline-run-<time>-<same id>`` whose ``_step`` starts again at 0, while ``trainer/global_step``
+  goes on; ``wandb sync <run>/wandb/offline-run-*`` uploads the folders of one run in order of start time;
 * restores the weights, the optimiser (momentum), the learning-rate scheduler, the epoch and the step
   (Lightning's ``trainer.fit(ckpt_path=...)``). Lightning writes an end-of-epoch checkpoint before that
   epoch's scheduler step and does not repeat the step when it resumes from it, so each resume would leave
@@ -62,9 +58,7 @@ starts anew).
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +68,6 @@ import yaml
 LAST = "last"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
-RUN_ID_FILE = "wandb_run_id.txt"
 RUNS_DIR = "runs"
 HYDRA_SUBDIR = ".hydra"
 PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it trains (CommitRunConfig)
@@ -85,7 +78,6 @@ SHAPE_KEYS = {
     "conv_widths": "model.conv_widths",
     "fc_width": "model.fc_width",
 }
-_WANDB_RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
 
 
 def override_key(override: str) -> str:
@@ -331,38 +323,6 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | 
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint file at {path}")
     return path
-
-
-def new_run_id() -> str:
-    """An id in W&B's style (8 lowercase letters and digits)."""
-    return uuid.uuid4().hex[:8]
-
-
-def wandb_run_id(output_dir: str | Path) -> str | None:
-    """The W&B run id of the run in ``output_dir``: its ``wandb_run_id.txt``, else the newest
-    ``wandb/*run-<time>-<id>`` folder's id, else ``None``."""
-    output_dir = Path(output_dir)
-    id_file = output_dir / RUN_ID_FILE
-    if id_file.is_file() and id_file.read_text().strip():
-        return id_file.read_text().strip()
-    folders = []
-    for folder in (output_dir / "wandb").glob("*run-*"):
-        match = _WANDB_RUN_FOLDER.fullmatch(folder.name)
-        if match and folder.is_dir():
-            folders.append((folder.name.removeprefix("offline-"), match["id"]))
-    return max(folders)[1] if folders else None
-
-
-def write_run_id(output_dir: str | Path, run_id: str) -> None:
-    """Keep ``run_id`` in ``<output_dir>/wandb_run_id.txt`` (written whole, then renamed into place)."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / RUN_ID_FILE
-    if target.is_file() and target.read_text().strip() == run_id:
-        return
-    partial = output_dir / f".{RUN_ID_FILE}.{os.getpid()}"
-    partial.write_text(run_id + "\n")
-    os.replace(partial, target)
 
 
 def commit_run_config(output_dir: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""One table per sweep, and one W&B group per sweep.
+"""One table per sweep.
 
 A sweep (``python src/train.py -m model.towers=1,2,4 seed=0,1``, or ``hparams_search=optuna``) writes one
 folder per job under its sweep folder::
@@ -20,11 +20,7 @@ read from the job's CSV log, else its W&B log (``wandb/*run-*/run-*.wandb``, als
 listed as ``no result``. Rebuilding after every job means that a sweep stopped by a failed job (Hydra's
 basic sweeper stops there, before ``on_multirun_end``) still leaves a summary of every job so far.
 
-**W&B.** ``conf/logger/wandb.yaml`` asks :func:`sweep_group` and :func:`sweep_run_name` (called by
-``hydra.utils.instantiate`` when the logger is built) for the run's group and name: under ``-m`` the group
-is the sweep folder's name (so a sweep's runs are one group in the W&B UI) and the name is the job number
-and its overrides; for a single run both are ``None`` (W&B's defaults). ``logger.wandb.group=...`` on the
-command line replaces the function with a fixed group.
+W&B names and groups a sweep's jobs itself: ``src/loggers/wandb_run.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -56,10 +51,7 @@ __all__ = [
     "find_jobs",
     "job_metrics",
     "read_job",
-    "shown_overrides",
     "summarise_sweep",
-    "sweep_group",
-    "sweep_run_name",
     "write_summary",
 ]
 
@@ -72,42 +64,6 @@ SUMMARY_MD = "summary.md"
 DEFAULT_METRICS = ("val/acc", "val/acc_best", "test/acc")
 #: Logged once per validation: the job's ``epochs`` column counts its values.
 EPOCH_METRIC = "val/acc"
-#: Overrides left out of W&B run names: where files go says nothing about the experiment.
-_NAME_SKIPPED_PREFIXES = ("paths.", "hydra.", "hydra/")
-
-
-# --- W&B group and run name (conf/logger/wandb.yaml) --------------------------------------------------------
-
-
-def _multirun_hydra() -> DictConfig | None:
-    """This job's Hydra config when it is a job of a multirun, else None (single run, or no Hydra)."""
-    if not HydraConfig.initialized():
-        return None
-    hydra = HydraConfig.get()
-    return hydra if hydra.mode == RunMode.MULTIRUN else None
-
-
-def sweep_group() -> str | None:
-    """The W&B group of this run: under ``-m`` its sweep folder's name (``<date>_<time>``), else None."""
-    hydra = _multirun_hydra()
-    return Path(str(hydra.sweep.dir)).name if hydra is not None else None
-
-
-def sweep_run_name() -> str | None:
-    """The W&B run name of a sweep's job, ``"<job number>: <its overrides>"``; None for a single run.
-
-    Overrides of ``paths.*`` (where the files go) are left out.
-    """
-    hydra = _multirun_hydra()
-    if hydra is None:
-        return None
-    shown = shown_overrides(hydra.overrides.task)
-    return f"{hydra.job.num}: {' '.join(shown)}" if shown else str(hydra.job.num)
-
-
-def shown_overrides(overrides: Iterable[str]) -> list[str]:
-    """The overrides that say something about the experiment: not ``paths.*`` or ``hydra.*``."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(_NAME_SKIPPED_PREFIXES)]
 
 
 # --- the Hydra callback -------------------------------------------------------------------------------------
@@ -227,7 +183,7 @@ def _from_csv(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
 
 def _from_wandb(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
     """Last values from the job's W&B record log (offline or online runs keep it under ``wandb/``)."""
-    from src.utils.wandb_offline import get_value, read_history, wait_until_finished
+    from src.loggers.wandb_records import get_value, read_history, wait_until_finished
 
     runs = sorted(p for p in job_dir.glob("wandb/*run-*") if p.is_dir() and not p.is_symlink())
     runs = [p for p in runs if list(p.glob("run-*.wandb"))]
