@@ -3,17 +3,17 @@
 Builds the datamodule, network, LightningModule, callbacks, loggers and trainer from the Hydra config in
 ``conf/``, fits, tests on the best checkpoint, and returns ``cfg.optimized_metric`` for a sweeper.
 
-Resuming (``src/utils/resume.py``): ``ckpt_path=last`` continues the newest run that has a ``last.ckpt``, in
+Resuming (``src/runs/resume.py``): ``ckpt_path=last`` continues the newest run that has a ``last.ckpt``, in
 its own folder, with its own overrides and its W&B run; ``hydra.run.dir=<run> ckpt_path=last`` continues
 that run; ``ckpt_path=<file>`` resumes from a checkpoint. Before Hydra starts, ``rewrite_command_line`` points
 the run folder at the run being resumed.
 
 SIGTERM or Ctrl-C during ``fit`` (``src/callbacks/preemption.py``) saves ``checkpoints/last.ckpt`` and exits
 with code 143 (130 after Ctrl-C); ``ckpt_path=last`` goes on from there. Every checkpoint is written beside
-its final name and renamed into place (``src/utils/checkpoint_io.py``): a full disk never truncates one.
+its final name and renamed into place (``src/runs/checkpoint_io.py``): a full disk never truncates one.
 Whatever can be checked before ``fit`` is: the settings of the data (``ImageDataModule``), the crop against
 the net (``src/models/input_size.py``), the batch against the devices, and a resume against its checkpoint
-(before Hydra starts, ``src/utils/resume.py``).
+(before Hydra starts, ``src/runs/resume.py``).
 
 DDP (``trainer.devices=2 trainer.strategy=ddp``): one output folder, one W&B run, checkpoints and the data
 cache written by rank 0; ``data.batch_size`` is the global batch, split over the devices.
@@ -44,23 +44,18 @@ from src.callbacks.preemption import (  # noqa: E402
     PREEMPTED_EXIT_CODE,
     PreemptionCheckpoint,
 )
+from src.callbacks.resume import CommitRunConfig  # noqa: E402
 from src.callbacks.training_health import DIED_EXIT_CODE, TrainingDiedError  # noqa: E402
 from src.data.datamodule import data_shards  # noqa: E402
 from src.loggers.build import build_loggers, finish  # noqa: E402
 from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
-from src.utils.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from src.runs.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from src.runs.resume import LAST, drop_pending_config, resolve_checkpoint, rewrite_command_line  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
 from src.utils.paths import expand_home_in_overrides  # noqa: E402
-from src.utils.resume import (  # noqa: E402
-    LAST,
-    CommitRunConfig,
-    drop_pending_config,
-    resolve_checkpoint,
-    rewrite_command_line,
-)
 
 CONF_DIR = PROJECT_ROOT / "conf"
 

@@ -20,14 +20,14 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from src.loggers.wandb_records import iter_records, wait_until_finished
 from src.loggers.wandb_run import sweep_group, sweep_run_name
-from src.train import build_module
-from src.utils.sweep_summary import (
+from src.runs.sweeps import (
     JOB_RESULT,
     find_jobs,
     job_metrics,
     summarise_sweep,
     write_summary,
 )
+from src.train import build_module
 from tests.conftest import compose_train
 from tests.test_train import TINY_GENERATED, TINY_RUN
 

@@ -1,17 +1,11 @@
 """Training runs on disk, summarised by the conv1 colour split of Krizhevsky et al. (NIPS 2012).
 
 Section 6.1 / figure 3 of the paper: of the two-tower net's 96 conv1 kernels, the 48 on GPU 1 came out
-"largely color-agnostic" and the 48 on GPU 2 "largely color-specific", in every run. This module finds the
-runs written by ``python src/train.py`` (single runs and ``-m`` sweeps), loads each run's network, scores its
-conv1 kernels with :mod:`src.analysis.colour` and lays the results out as a table and a plot of the split
-statistic against the tower count. ``notebooks/kernels.ipynb`` is a thin front end to these functions.
-
-Layout read here (written by Hydra and Lightning)::
-
-    outputs/train/runs/<date>_<time>/                 one run
-        checkpoints/last.ckpt, epoch_NNN.ckpt          torch.save'd dicts: "state_dict", "net_config", "epoch"
-        .hydra/config.yaml                             the composed config ("seed", "model.towers", ...)
-    outputs/train/multiruns/<date>_<time>/<job>/       one job of a sweep, laid out as a run
+"largely color-agnostic" and the 48 on GPU 2 "largely color-specific", in every run. This module loads the
+network of each run written by ``python src/train.py`` (single runs and ``-m`` sweeps, found by
+:mod:`src.runs.folders`), scores its conv1 kernels with :mod:`src.analysis.colour` and lays the results out
+as a table and a plot of the split statistic against the tower count. ``notebooks/kernels.ipynb`` is a thin
+front end to these functions.
 
 Reading the split (see :mod:`src.analysis.colour`): 0 when the towers' kernels are alike in colour, 1 when
 every kernel of one tower is more colourful than every kernel of the other (figure 3's claim). Freshly
@@ -29,7 +23,6 @@ reference ``caffenet``, a checkpoint, a run folder, a folder of runs, or a publi
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,132 +40,27 @@ from src.analysis.reference_kernels import CAFFENET_PICTURE, ReferenceSplit, caf
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import WEIGHTS_SUFFIX, alexnet_from_caffe_weights
 from src.models.classifier import load_network, network_from_checkpoint
+from src.runs.folders import HYDRA_SUBDIR, checkpoint_for, natural_key, run_dir_of
 
 __all__ = [
     "CAFFENET",
-    "LAST_CHECKPOINT",
     "RANDOM_INIT_SEEDS",
     "RunSummary",
-    "checkpoint_for",
     "describe_stats",
-    "find_runs",
     "first_layer",
     "fresh_splits",
     "kernels_plot",
-    "latest_run",
-    "latest_sweep",
-    "run_checkpoint",
-    "run_dir_of",
     "score_histogram",
     "split_by_towers_plot",
     "summarise_run",
     "summary_table",
 ]
 
-CHECKPOINTS_DIR = "checkpoints"
-#: The checkpoint Lightning's ``ModelCheckpoint(save_last=True)`` writes at the end of every epoch.
-LAST_CHECKPOINT = "last.ckpt"
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+HYDRA_CONFIG = Path(HYDRA_SUBDIR) / "config.yaml"
 #: Fresh nets per tower count behind the chance level in :func:`split_by_towers_plot`.
 RANDOM_INIT_SEEDS: int = 20
 #: The source name of the reference first layer (:mod:`src.analysis.reference_kernels`).
 CAFFENET = "caffenet"
-
-
-# --- finding runs ---------------------------------------------------------------------------------------
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    folder = run_dir / CHECKPOINTS_DIR
-    return sorted(p for p in folder.glob("*.ckpt") if p.is_file()) if folder.is_dir() else []
-
-
-def _natural_key(path: Path) -> list[Any]:
-    """Sort key that puts multirun job ``10`` after ``9``: digit runs compare as numbers."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
-
-
-def find_runs(folder: str | os.PathLike[str]) -> list[Path]:
-    """Run folders at any depth under ``folder`` (``folder`` included): those with ``checkpoints/*.ckpt``.
-
-    A run of ``src/train.py`` keeps ``checkpoints/last.ckpt`` (and ``epoch_NNN.ckpt``); a sweep keeps one such
-    folder per job. Hidden folders (``.hydra``, ...) are not searched and symbolic links are not followed.
-
-    Returns:
-        The run folders, sorted by path (job numbers in numeric order).
-
-    Raises:
-        FileNotFoundError: naming ``folder`` when it does not exist or holds no run.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such folder: {root}")
-    runs: list[Path] = []
-    for current, dirs, _ in os.walk(root):
-        here = Path(current)
-        if _checkpoints(here):
-            runs.append(here)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != CHECKPOINTS_DIR]
-    if not runs:
-        raise FileNotFoundError(
-            f"no training runs under {root}: no folder there holds {CHECKPOINTS_DIR}/*.ckpt "
-            "(write one with `python src/train.py`)"
-        )
-    return sorted(runs, key=_natural_key)
-
-
-def run_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
-    """The run's ``checkpoints/last.ckpt``, else its most recently modified ``checkpoints/*.ckpt``.
-
-    Raises:
-        FileNotFoundError: naming ``run_dir`` when it has no checkpoint.
-    """
-    run_dir = Path(run_dir)
-    last = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
-    if last.is_file():
-        return last
-    candidates = _checkpoints(run_dir)
-    if not candidates:
-        raise FileNotFoundError(f"no checkpoint in {run_dir / CHECKPOINTS_DIR} (expected *.ckpt files)")
-    return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
-
-
-def latest_run(outputs_dir: str | os.PathLike[str]) -> Path:
-    """The run under ``outputs_dir`` whose checkpoint was written last (single runs and sweep jobs alike).
-
-    Raises:
-        FileNotFoundError: naming ``outputs_dir`` when it does not exist or holds no run.
-    """
-    return max(find_runs(outputs_dir), key=lambda run: (run_checkpoint(run).stat().st_mtime, str(run)))
-
-
-def latest_sweep(outputs_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest sweep folder ``<outputs_dir>/<task>/multiruns/<date>_<time>`` holding a run, or None."""
-    sweeps = [p for p in Path(outputs_dir).glob("*/multiruns/*") if p.is_dir() and not p.name.startswith(".")]
-    with_runs = [p for p in sweeps if any(True for _ in p.rglob(f"{CHECKPOINTS_DIR}/*.ckpt"))]
-    return max(with_runs, key=lambda p: (p.stat().st_mtime, p.name), default=None)
-
-
-def run_dir_of(checkpoint: str | os.PathLike[str]) -> Path:
-    """The run folder of a checkpoint file: the parent of its ``checkpoints/`` folder (else its folder)."""
-    folder = Path(checkpoint).parent
-    return folder.parent if folder.name == CHECKPOINTS_DIR else folder
-
-
-def checkpoint_for(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint from a checkpoint file, a run folder, or a folder of runs (then the latest run's).
-
-    Raises:
-        FileNotFoundError: naming ``path`` when it is none of these.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise FileNotFoundError(f"no such checkpoint or run folder: {path}")
-    if _checkpoints(path):
-        return run_checkpoint(path)
-    return run_checkpoint(latest_run(path))
 
 
 # --- loading and summarising -----------------------------------------------------------------------------
@@ -289,7 +177,7 @@ def first_layer(source: str | os.PathLike[str]) -> tuple[str, list[torch.Tensor]
 
 def _sort_key(summary: RunSummary) -> tuple[Any, ...]:
     seed = summary.seed
-    return (summary.towers, seed is None, seed if seed is not None else 0, _natural_key(summary.run_dir))
+    return (summary.towers, seed is None, seed if seed is not None else 0, natural_key(summary.run_dir))
 
 
 def _run_labels(summaries: Sequence[RunSummary]) -> dict[Path, str]:
