@@ -33,7 +33,7 @@ from src.analysis.kernel_images import kernel_grid, save_png, towers_figure  # n
 from src.analysis.reference_kernels import zero_level_table  # noqa: E402
 from src.analysis.runs import CAFFENET, describe_stats, first_layer  # noqa: E402
 from src.callbacks.tower_kernels import FIGURE_KEY, histogram_image, write_csv  # noqa: E402
-from src.utils.paths import expand_home_in_overrides  # noqa: E402
+from src.runs.overrides import command_line  # noqa: E402
 
 PICTURE_SCALE = 4  # as TowerKernelMonitor's default
 
@@ -78,5 +78,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = expand_home_in_overrides(sys.argv[1:])  # key=~/... (src/utils/paths.py)
+    sys.argv[1:] = command_line(sys.argv[1:])  # key=~/... (src/runs/overrides.py)
     main()

@@ -52,10 +52,10 @@ from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
 from src.runs.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from src.runs.overrides import command_line  # noqa: E402
 from src.runs.resume import LAST, drop_pending_config, resolve_checkpoint, rewrite_command_line  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
-from src.utils.paths import expand_home_in_overrides  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
 
@@ -206,5 +206,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = rewrite_command_line(expand_home_in_overrides(sys.argv[1:]), CONF_DIR)
+    sys.argv[1:] = rewrite_command_line(command_line(sys.argv[1:]), CONF_DIR)
     main()

@@ -25,8 +25,8 @@ from tests.conftest import compose_train, quiet_trainer
 
 STEPS = 24
 DATA = [
-    "data.generate.train_per_class=200",
-    "data.generate.test_per_class=2",
+    "data.source.train_per_class=200",
+    "data.source.test_per_class=2",
     "data.batch_size=64",
     "data.num_workers=0",
     "data.cache_workers=0",

@@ -1,6 +1,10 @@
 """A run's command-line overrides (``key=value``, ``+key=value``, ``~key``, ``group=option``), read as Hydra
 reads them: what a resumed run replays (``src/runs/resume.py``) and what a sweep's table shows
 (``src/runs/sweeps.py``).
+
+Before Hydra parses a command line, the entry points pass it through ``command_line``: ``~`` is expanded
+(``src/utils/paths.py``) and a key that was renamed is written in its new spelling (``RENAMED_KEYS``), so the
+old spelling keeps working, on the command line and in the overrides an older run saved.
 """
 
 from __future__ import annotations
@@ -10,6 +14,11 @@ from pathlib import Path
 import yaml
 
 from src.runs.folders import HYDRA_SUBDIR
+from src.utils.paths import expand_home_in_overrides
+
+#: Old key -> new key (its sub-keys follow): the synthetic set's settings moved under ``data.source``, where
+#: every dataset keeps what makes its files.
+RENAMED_KEYS = {"data.generate": "data.source"}
 
 
 def override_key(override: str) -> str:
@@ -66,4 +75,21 @@ def saved_overrides(run_dir: Path) -> list[str]:
     path = run_dir / HYDRA_SUBDIR / "overrides.yaml"
     if not path.is_file():
         return []
-    return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+    return [respell(str(o)) for o in yaml.safe_load(path.read_text()) or []]
+
+
+def respell(override: str) -> str:
+    """``override`` with a renamed key in its new spelling: ``data.generate.seed=1`` -> ``data.source.seed=1``
+    (``RENAMED_KEYS``); any other override as it is."""
+    key = override_key(override)
+    for old, new in RENAMED_KEYS.items():
+        if key == old or key.startswith(old + "."):
+            start = override.index(old)
+            return override[:start] + new + override[start + len(old) :]
+    return override
+
+
+def command_line(argv: list[str]) -> list[str]:
+    """The command line (without the program name) as Hydra is to read it: ``~`` expanded in every
+    ``key=value``, renamed keys in their new spelling. Flags (``-m``) are left alone."""
+    return [arg if arg.startswith("-") else respell(arg) for arg in expand_home_in_overrides(argv)]
