@@ -11,18 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.analysis.figures import fresh_splits, kernels_plot, split_by_towers_plot
+from src.analysis.kernel_images import score_histogram
 from src.analysis.reference_kernels import ReferenceSplit
-from src.analysis.runs import (
-    RunSummary,
-    describe_stats,
-    first_layer,
-    fresh_splits,
-    kernels_plot,
-    score_histogram,
-    split_by_towers_plot,
-    summarise_run,
-    summary_table,
-)
+from src.analysis.summaries import RunSummary, describe_stats, first_layer, summarise_run, summary_table
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import write_caffe_weights
 from src.models.classifier import load_network

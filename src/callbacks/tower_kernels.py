@@ -41,8 +41,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_model_kernels
-from src.analysis.kernel_images import kernel_grid, save_png, towers_figure
-from src.analysis.runs import score_histogram
+from src.analysis.kernel_images import kernel_grid, save_png, score_histogram, towers_figure
 from src.loggers.wandb_run import EPOCH_AXIS, define_epoch_axis
 from src.utils.atomic import write_atomic
 
@@ -195,7 +194,7 @@ def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
 
 
 def histogram_image(stats: TowerColourStats) -> np.ndarray:
-    """The notebook's per-tower score histogram, rendered off-screen as a uint8 RGB picture."""
+    """The per-tower score histogram (``score_histogram``), rendered off-screen as a uint8 RGB picture."""
     canvas = FigureCanvasAgg(score_histogram(stats))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
