@@ -17,8 +17,8 @@ from src.runs.folders import HYDRA_SUBDIR
 from src.utils.paths import expand_home_in_overrides
 
 #: Old key -> new key (its sub-keys follow): the synthetic set's settings moved under ``data.source``, where
-#: every dataset keeps what makes its files.
-RENAMED_KEYS = {"data.generate": "data.source"}
+#: every dataset keeps what makes its files; ``compile`` is the run's choice, not the network's.
+RENAMED_KEYS = {"data.generate": "data.source", "model.compile": "compile"}
 
 
 def override_key(override: str) -> str:

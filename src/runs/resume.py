@@ -250,6 +250,20 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | 
     return path
 
 
+def resume_from(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
+    """``resolve_checkpoint``, said by rank 0: the checkpoint a run resumes and the folder it writes, or that
+    ``ckpt_path=last`` starts a new run in a folder that has no ``last.ckpt`` yet."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    checkpoint = resolve_checkpoint(ckpt_path, output_dir)
+    if rank_zero_only.rank == 0:
+        if checkpoint is not None:
+            print(f"resuming from {checkpoint}, writing to {output_dir}")
+        elif ckpt_path == LAST:
+            print(f"ckpt_path=last: {output_dir} has no checkpoints/last.ckpt yet, starting a new run there")
+    return checkpoint
+
+
 def commit_run_config(output_dir: str | Path) -> None:
     """Move the configuration Hydra wrote to ``<run>/.hydra.pending/`` over ``<run>/.hydra/``.
 
