@@ -54,6 +54,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
@@ -211,15 +213,11 @@ EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
 
 def _hydra() -> DictConfig | None:
     """This job's Hydra config, or None outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def _multirun_hydra() -> DictConfig | None:
     """This job's Hydra config when it is a job of a multirun, else None (single run, or no Hydra)."""
-    from hydra.types import RunMode
-
     hydra_cfg = _hydra()
     return hydra_cfg if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN else None
 
