@@ -33,8 +33,8 @@ from bench.common import Row, median_rate
 from src.data.cache import build_cache
 from src.data.images import load_square_rgb, pillow_square
 from src.data.layouts import LabelledFiles, find_labelled_images
-from src.data.synthetic import generate_dataset
 from src.data.views import CachedViews
+from src.datasets.synthetic import generate_dataset
 from src.utils.atomic import write_atomic
 
 BATCH = 32

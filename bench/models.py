@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -512,6 +513,7 @@ def end_to_end_rate(device: torch.device, batch: int, steps: int) -> tuple[float
     import lightning as L
 
     from src.data.datamodule import ImageDataModule
+    from src.datasets.synthetic import generate_dataset
     from src.models.classifier import TowerClassifier
 
     class Clock(L.Callback):
@@ -534,7 +536,7 @@ def end_to_end_rate(device: torch.device, batch: int, steps: int) -> tuple[float
             root=Path(tmp) / "synthetic",
             num_classes=NUM_CLASSES,
             batch_size=batch,
-            generate={"train_per_class": per_class, "test_per_class": 1, "seed": 0},
+            source=partial(generate_dataset, train_per_class=per_class, test_per_class=1, seed=0),
             val_fraction=0.01,
         )
         module = TowerClassifier(two_tower(channels_last=True), optimizer=sgd_params)

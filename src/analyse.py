@@ -7,10 +7,10 @@ printed as the callback logs them (``kernels/tower<t>/colour_mean``, ``.../colou
 ``kernels/split``, ``kernels/auc``, ``kernels/split_p``), and the pictures are the callback's figure 3,
 tower grids and histogram, written to the Hydra run folder (``outputs/analyse/runs/<time>/``).
 
-Sources (:func:`src.analysis.runs.first_layer`): ``caffenet``, the reference (CaffeNet's kernels recovered
-from its picture, ``src/analysis/reference_kernels.py``; also shows how its numbers move with the zero
-level); a checkpoint, a run folder or a folder of runs (its latest); a caffe-tensorflow weights file
-(``bvlc_alexnet.npy``, ``src/models/caffe_weights.py``).
+Sources (:func:`src.analysis.summaries.first_layer`): ``caffenet``, the reference (CaffeNet's kernels
+recovered from its picture, ``src/analysis/reference_kernels.py``; also shows how its numbers move with the
+zero level); a checkpoint, a run folder or a folder of runs (its latest checkpoint); a caffe-tensorflow
+weights file (``bvlc_alexnet.npy``, ``src/models/caffe_weights.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from omegaconf import DictConfig  # noqa: E402
 from src.analysis.colour import TowerColourStats, stats_for_model_kernels  # noqa: E402
 from src.analysis.kernel_images import kernel_grid, save_png, towers_figure  # noqa: E402
 from src.analysis.reference_kernels import zero_level_table  # noqa: E402
-from src.analysis.runs import CAFFENET, describe_stats, first_layer  # noqa: E402
+from src.analysis.summaries import CAFFENET, describe_stats, first_layer  # noqa: E402
 from src.callbacks.tower_kernels import FIGURE_KEY, histogram_image, write_csv  # noqa: E402
-from src.utils.paths import expand_home_in_overrides  # noqa: E402
+from src.runs.overrides import command_line  # noqa: E402
 
 PICTURE_SCALE = 4  # as TowerKernelMonitor's default
 
@@ -78,5 +78,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = expand_home_in_overrides(sys.argv[1:])  # key=~/... (src/utils/paths.py)
+    sys.argv[1:] = command_line(sys.argv[1:])  # key=~/... (src/runs/overrides.py)
     main()

@@ -29,14 +29,15 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from src.loggers.build import build_loggers, finish  # noqa: E402
 from src.models.caffe_weights import (  # noqa: E402
     WEIGHTS_SUFFIX,
     alexnet_from_caffe_weights,
     caffe_pixel_statistics,
 )
 from src.models.classifier import TowerClassifier, load_network  # noqa: E402
-from src.train import build_loggers, finish  # noqa: E402
-from src.utils.paths import expand_home, expand_home_in_overrides  # noqa: E402
+from src.runs.overrides import command_line  # noqa: E402
+from src.utils.paths import expand_home  # noqa: E402
 
 VIEW_NAMES = {"centre": "centre", "ten": "ten_crop"}
 
@@ -104,5 +105,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = expand_home_in_overrides(sys.argv[1:])
+    sys.argv[1:] = command_line(sys.argv[1:])  # key=~/..., old key spellings (src/runs/overrides.py)
     main()

@@ -2,7 +2,7 @@
 
 Runs the data config's ``prepare_data``, exactly what the first training run with that config does:
 download and verify the archives, extract them safely, lay the images out in ``data.root``
-(``src/data/datasets.py``), and build the offline cache (``src/data/cache.py``). Doing it apart from
+(``src/datasets/recipes.py``), and build the offline cache (``src/data/cache.py``). Doing it apart from
 training lets a researcher fetch the data once, on a machine with internet, and see what it holds.
 
     python src/prepare.py data=petimages
@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.data.layouts import find_labelled_images  # noqa: E402
-from src.utils.paths import expand_home_in_overrides  # noqa: E402
+from src.runs.overrides import command_line  # noqa: E402
 
 
 def prepare(cfg: DictConfig) -> dict[str, dict[str, int]]:
@@ -55,5 +55,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = expand_home_in_overrides(sys.argv[1:])  # key=~/... (src/utils/paths.py)
+    sys.argv[1:] = command_line(sys.argv[1:])  # key=~/..., old key spellings (src/runs/overrides.py)
     main()

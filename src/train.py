@@ -1,19 +1,12 @@
 """Train an N-tower AlexNet: ``python src/train.py [model=two_tower] [data=...] [trainer.devices=2] ...``.
 
 Builds the datamodule, network, LightningModule, callbacks, loggers and trainer from the Hydra config in
-``conf/``, fits, tests on the best checkpoint, and returns ``cfg.optimized_metric`` for a sweeper.
-
-Resuming (``src/utils/resume.py``): ``ckpt_path=last`` continues the newest run that has a ``last.ckpt``, in
-its own folder, with its own overrides and its W&B run; ``hydra.run.dir=<run> ckpt_path=last`` continues
-that run; ``ckpt_path=<file>`` resumes from a checkpoint. Before Hydra starts, ``rewrite_command_line`` points
-the run folder at the run being resumed.
-
-SIGTERM or Ctrl-C during ``fit`` (``src/callbacks/preemption.py``) saves ``checkpoints/last.ckpt`` and exits
-with code 143 (130 after Ctrl-C); ``ckpt_path=last`` goes on from there. Every checkpoint is written beside
-its final name and renamed into place (``src/utils/checkpoint_io.py``): a full disk never truncates one.
-Whatever can be checked before ``fit`` is: the settings of the data (``ImageDataModule``), the crop against
-the net (``src/models/input_size.py``), the batch against the devices, and a resume against its checkpoint
-(before Hydra starts, ``src/utils/resume.py``).
+``conf/``, fits, tests on the best checkpoint, and returns ``cfg.optimized_metric`` for a sweeper. Where the
+rest lives: resuming (``ckpt_path=last``, ``src/runs/resume.py``), the loggers and W&B (``src/loggers/``),
+stopping on SIGTERM or Ctrl-C with ``checkpoints/last.ckpt`` saved (``src/callbacks/preemption.py``) or on a
+dead run (``src/callbacks/training_health.py``), checkpoints written whole (``src/runs/checkpoint_io.py``).
+Whatever can be checked before ``fit`` is: the data's settings (``ImageDataModule``), the crop against the
+net (``src/models/input_size.py``), the batch against the devices, a resume against its checkpoint.
 
 DDP (``trainer.devices=2 trainer.strategy=ddp``): one output folder, one W&B run, checkpoints and the data
 cache written by rank 0; ``data.batch_size`` is the global batch, split over the devices.
@@ -24,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -33,47 +27,31 @@ if str(PROJECT_ROOT) not in sys.path:  # `python src/train.py` puts src/, not th
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
 from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
-from lightning.pytorch.loggers import Logger, WandbLogger  # noqa: E402
-from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
-from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from src.callbacks.model_summary import use_flop_counting_summary  # noqa: E402
-from src.callbacks.preemption import (  # noqa: E402
-    INTERRUPTED_EXIT_CODE,
-    PREEMPTED_EXIT_CODE,
-    PreemptionCheckpoint,
-)
-from src.callbacks.training_health import DIED_EXIT_CODE, TrainingDiedError  # noqa: E402
-from src.data.datamodule import data_shards  # noqa: E402
+from src.callbacks.preemption import exit_when_stopped, stop_before_test  # noqa: E402
+from src.callbacks.resume import CommitRunConfig  # noqa: E402
+from src.callbacks.training_health import exit_when_dead  # noqa: E402
+from src.data.datamodule import ImageDataModule, data_shards  # noqa: E402
+from src.loggers.build import build_loggers, finish  # noqa: E402
+from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
-from src.utils.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from src.runs.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from src.runs.overrides import command_line  # noqa: E402
+from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
-from src.utils.paths import expand_home_in_overrides  # noqa: E402
 from src.utils.precision_check import slow_bf16_line  # noqa: E402
-from src.utils.resume import (  # noqa: E402
-    LAST,
-    CommitRunConfig,
-    drop_pending_config,
-    new_run_id,
-    resolve_checkpoint,
-    rewrite_command_line,
-    wandb_run_id,
-    write_run_id,
-)
-from src.utils.wandb_dashboard import define_run_metrics  # noqa: E402
-from src.utils.wandb_mode import choose_wandb_mode, offline_run_dirs  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
-WANDB_FLUSH_SECONDS = "1"  # how often W&B writes its record log to disk (wandb's default: 15 s)
+FINAL_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")  # the run's last line
 
 
 def build_module(cfg: DictConfig) -> TowerClassifier:
-    """The LightningModule from the ``model``, ``optimizer`` and ``scheduler`` groups."""
+    """The LightningModule from the ``model``, ``optimizer`` and ``scheduler`` groups (and ``compile``)."""
     scheduler_cfg = cfg.get("scheduler") or {}
     scheduler = (
         hydra.utils.instantiate(scheduler_cfg.get("scheduler")) if scheduler_cfg.get("scheduler") else None
@@ -83,6 +61,7 @@ def build_module(cfg: DictConfig) -> TowerClassifier:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=scheduler,
         scheduler_monitor=scheduler_cfg.get("monitor") or "val/acc",
+        compile=bool(cfg.get("compile", False)),
         warmup_steps=scheduler_cfg.get("warmup_steps") or 0,
         lr_batch=scheduler_cfg.get("lr_batch"),
     )
@@ -92,59 +71,18 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
 
 
-def is_wandb(logger_cfg: DictConfig) -> bool:
-    return "wandb" in str(logger_cfg.get("_target_", "")).lower()
-
-
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """The ``logger`` group's loggers. A W&B logger gets the run's W&B id (``src/utils/resume.py``): the one
-    kept in the output folder when the run is resumed there, else a new one, kept there by rank 0."""
-    loggers_cfg = {name: c for name, c in (cfg.get("logger") or {}).items() if c}
-    loggers = []
-    for logger_cfg in loggers_cfg.values():
-        if not is_wandb(logger_cfg):
-            loggers.append(hydra.utils.instantiate(logger_cfg))
-            continue
-        # wandb-core writes the run's .wandb file every 15 s by default: a SIGKILLed run would lose up to the
-        # last 15 s of logs (its last validation, say), which no resume logs again.
-        os.environ.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", WANDB_FLUSH_SECONDS)
-        _, why = choose_wandb_mode()  # offline when no key or no network (src/utils/wandb_mode.py)
-        if why and rank_zero_only.rank == 0:
-            print(why, flush=True)
-        output_dir = cfg.paths.output_dir
-        run_id = logger_cfg.get("id") or logger_cfg.get("version") or wandb_run_id(output_dir) or new_run_id()
-        if rank_zero_only.rank == 0:
-            write_run_id(output_dir, run_id)
-        loggers.append(hydra.utils.instantiate(logger_cfg, id=run_id, version=None))
-        if rank_zero_only.rank == 0:  # val/acc as its maximum in the runs table, val/loss as its minimum
-            define_run_metrics(loggers[-1].experiment)
-    return loggers
-
-
-def check_batch_size(datamodule: L.LightningDataModule, trainer: L.Trainer) -> None:
-    """Fail before any process starts if the global batch does not split over the devices."""
-    split = getattr(datamodule, "device_batch_size", None)
-    if callable(split):
-        split(data_shards(trainer), trainer.accumulate_grad_batches)
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as ``cfg`` says; return the metrics Lightning collected, as floats.
 
-    A SIGTERM (Ctrl-C) during ``fit`` or ``test`` ends the process with exit code 143 (130):
-    ``stop_on_signal``.
+    A SIGTERM (Ctrl-C) during ``fit`` or ``test`` ends the process with exit code 143 (130), a dead run with
+    exit code 3.
     """
     keep_freed_memory()  # each step reallocates the same large activations: keep them mapped (+30 % on CPU)
     quiet_lightning()  # two notes of Lightning's that are not about this run (src/utils/console.py)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir)
-    if rank_zero_only.rank == 0:
-        if ckpt_path is not None:
-            print(f"resuming from {ckpt_path}, writing to {output_dir}")
-        elif cfg.get("ckpt_path") == LAST:
-            print(f"ckpt_path=last: {output_dir} has no checkpoints/last.ckpt yet, starting a new run there")
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
+    datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg)
     loggers = build_loggers(cfg)
     check_crop_size(module.net, datamodule.crop_size)
@@ -156,19 +94,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     slow_bf16 = slow_bf16_line(trainer.precision, isinstance(trainer.accelerator, CPUAccelerator))
     if slow_bf16 and trainer.is_global_zero:
         print(slow_bf16, flush=True)
-    check_batch_size(datamodule, trainer)
+    datamodule.device_batch_size(
+        data_shards(trainer), trainer.accumulate_grad_batches
+    )  # splits, or fails now
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    try:
+    close = partial(finish, loggers)
+    with exit_when_stopped(trainer, cfg.paths.output_dir, close), exit_when_dead(trainer, close):
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
-    except SIGTERMException as stop:
-        stop_on_signal(cfg, trainer, loggers, stop.code)
-    except TrainingDiedError as died:
-        stop_on_death(died, trainer, loggers)
-
     if trainer.is_global_zero:
-        report(cfg, metrics, loggers)
+        print("final: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics))
+        print(f"outputs: {cfg.paths.output_dir}")
+        report_offline_runs(loggers)
     finish(loggers)
     return metrics
 
@@ -177,7 +115,7 @@ def fit_and_test(
     cfg: DictConfig,
     trainer: L.Trainer,
     module: TowerClassifier,
-    datamodule: L.LightningDataModule,
+    datamodule: ImageDataModule,
     ckpt_path: Path | None,
 ) -> dict[str, float]:
     if cfg.train:
@@ -185,12 +123,7 @@ def fit_and_test(
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         # The run's own checkpoints hold the optimiser's and scheduler's settings as Python objects.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-        preemption = next((cb for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)), None)
-        # A SIGTERM after the last training batch (during the last validation): training is complete and
-        # checkpointed; stop before the test, on every rank alike.
-        stop = preemption is not None and preemption.requested
-        if preemption is not None and trainer.strategy.reduce_boolean_decision(stop, all=False):
-            raise SIGTERMException(preemption.exit_code)
+        stop_before_test(trainer)  # a SIGTERM during the last validation
     if trainer.is_global_zero:  # a resume that did not train (train=false, or nothing left to train)
         drop_pending_config(cfg.paths.output_dir)  # leaves the run's configuration as it was
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -205,63 +138,6 @@ def fit_and_test(
     return metrics
 
 
-def stop_on_signal(cfg: DictConfig, trainer: L.Trainer, loggers: list[Logger], code: object) -> None:
-    """After a SIGTERM or Ctrl-C: end the W&B run (with the exit code) and the process group, and exit.
-
-    Rank 0 exits with ``PREEMPTED_EXIT_CODE`` (143) after SIGTERM, ``INTERRUPTED_EXIT_CODE`` (130) after
-    Ctrl-C; other ranks exit 0, so that Lightning's watcher of the processes it started does not kill rank 0
-    while it finishes.
-    """
-    code = INTERRUPTED_EXIT_CODE if code == INTERRUPTED_EXIT_CODE else PREEMPTED_EXIT_CODE
-    if trainer.is_global_zero:
-        name = "Ctrl-C" if code == INTERRUPTED_EXIT_CODE else "SIGTERM"
-        print(
-            f"stopped by {name} (exit code {code}); to go on: "
-            f"python src/train.py hydra.run.dir={cfg.paths.output_dir} ckpt_path=last",
-            file=sys.stderr,
-            flush=True,
-        )
-    finish(loggers, exit_code=code)
-    raise SystemExit(code if trainer.is_global_zero else 0)
-
-
-def stop_on_death(died: TrainingDiedError, trainer: L.Trainer, loggers: list[Logger]) -> None:
-    """A dead run (``src/callbacks/training_health.py``): say why, close the loggers, exit with code 3."""
-    if trainer.is_global_zero:
-        print(f"error: {died}", file=sys.stderr, flush=True)
-    finish(loggers, exit_code=DIED_EXIT_CODE)
-    raise SystemExit(DIED_EXIT_CODE)
-
-
-def report(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
-    """Print the final accuracies and where the run's files are."""
-    shown = [
-        f"{k}={metrics[k]:.4f}" for k in ("val/acc", "val/acc_best", "test/acc", "test/loss") if k in metrics
-    ]
-    print("final: " + "  ".join(shown))
-    print(f"outputs: {cfg.paths.output_dir}")
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE") == "offline":
-            folders = offline_run_dirs(logger.save_dir)
-            mine = [f for f in folders if f.name.endswith(f"-{logger.version}")] or folders
-            if len(mine) == 1:
-                print(f"W&B offline run: {mine[0]}  (upload with: wandb sync {mine[0]})")
-            elif mine:  # a resumed run: one folder per process, synced in order of start time
-                print(f"W&B offline run {logger.version}, in {len(mine)} folders (one per start):")
-                for folder in mine:
-                    print(f"  {folder}")
-                print(f"upload with: wandb sync {' '.join(str(f) for f in mine)}")
-
-
-def finish(loggers: list[Logger], exit_code: int | None = None) -> None:
-    """End the W&B run (each multirun job must be its own run) and the process group (clean DDP exit)."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish(exit_code=exit_code)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
@@ -269,5 +145,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = rewrite_command_line(expand_home_in_overrides(sys.argv[1:]), CONF_DIR)
+    sys.argv[1:] = rewrite_command_line(command_line(sys.argv[1:]), CONF_DIR)
     main()

@@ -1,4 +1,5 @@
-"""``src/data/archives.py``: crafted archives are refused naming the member; no half extraction is trusted."""
+"""``src/datasets/archives.py``: crafted archives are refused naming the member; no half extraction is
+trusted."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data import archives
-from src.data.archives import (
+from src.datasets import archives
+from src.datasets.archives import (
     MARKER,
     ArchiveError,
     ExtractLimits,

@@ -1,4 +1,4 @@
-"""model.compile=true: torch.compile on the CPU; checkpoints keep the plain net's parameter names."""
+"""compile=true: torch.compile on the CPU; checkpoints keep the plain net's parameter names."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch._dynamo.utils import counters
 
 from src.models.alexnet import AlexNet
 from src.models.classifier import TowerClassifier, compile_in_place, load_network
+from src.runs.overrides import command_line
 from src.train import build_module
 from tests.conftest import compose_train, quiet_trainer
 from tests.test_precision import SIZE, SMALL, separable_batches, sgd
@@ -21,7 +22,7 @@ def test_compiled_training_writes_plain_checkpoints(tmp_path: Path) -> None:
     torch.manual_seed(0)
     torch._dynamo.reset()
     counters.clear()
-    module = TowerClassifier(AlexNet(2, towers=2, compile=True, **SMALL), optimizer=sgd)
+    module = TowerClassifier(AlexNet(2, towers=2, **SMALL), optimizer=sgd, compile=True)
     plain_names = set(AlexNet(2, towers=2, **SMALL).state_dict())
     trainer = quiet_trainer(3)
     before = module.net.layer("conv1").weight.detach().clone()
@@ -59,10 +60,11 @@ def test_compiled_gradients_match_eager() -> None:
         )
 
 
-def test_compile_and_channels_last_come_from_the_model_config(tmp_path: Path) -> None:
-    cfg = compose_train(["model.compile=true", "model.channels_last=true"], tmp_path)
+def test_compile_and_channels_last_come_from_the_config(tmp_path: Path) -> None:
+    cfg = compose_train(["compile=true", "model.channels_last=true"], tmp_path)
     module = build_module(cfg)
     assert module.compile_net and module.net.channels_last
-    assert not compose_train([], tmp_path).model.compile  # off by default
+    assert not compose_train([], tmp_path).compile  # off by default
+    assert command_line(["model.compile=true"]) == ["compile=true"]  # the old spelling
     net = hydra.utils.instantiate(compose_train([], tmp_path).model)
     assert TowerClassifier(net).compile_net is False and TowerClassifier(net, compile=True).compile_net

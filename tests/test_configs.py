@@ -13,9 +13,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
+from src.loggers.build import build_loggers
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import caffe_arrays, read_caffe_weights, write_caffe_weights
-from src.train import build_callbacks, build_loggers, build_module
+from src.runs.overrides import command_line
+from src.train import build_callbacks, build_module
 from tests.conftest import CONF, compose_train
 
 
@@ -30,6 +32,14 @@ GROUP_OPTIONS = [
 ]
 
 
+def test_the_old_spelling_of_the_synthetic_settings_still_works(tmp_path: Path) -> None:
+    """``data.generate.<key>`` (before the synthetic set's settings moved under ``data.source``)."""
+    overrides = command_line(["data.generate.train_per_class=12", "~data.generate.seed", "-m"])
+    assert overrides == ["data.source.train_per_class=12", "~data.source.seed", "-m"]
+    cfg = compose_train(overrides[:1], tmp_path)
+    assert cfg.data.source.train_per_class == 12 and cfg.data.source.test_per_class == 200
+
+
 def test_every_group_has_options() -> None:
     assert {"one_tower", "two_tower", "three_tower", "four_tower"} <= set(options("model"))
     assert {"synthetic", "catsdogs", "folders"} <= set(options("data"))
@@ -40,7 +50,7 @@ def test_every_group_has_options() -> None:
 def test_config_composes_and_instantiates(group: str, option: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [f"{group}={option}"]
-    if group == "data" and option == "folders":
+    if group == "data" and option in ("base", "folders"):  # no dataset of their own: name one
         overrides += ["data.root=/somewhere", "data.num_classes=10"]
     if group == "model" and option == "bvlc_alexnet":
         overrides += small_bvlc_alexnet(tmp_path)

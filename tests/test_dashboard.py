@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 from hydra.core.hydra_config import HydraConfig
 
-from src.utils.wandb_dashboard import (
-    EPOCH_AXIS,
-    experiment_description,
+from src.loggers.wandb_records import (
+    find_offline_runs,
+    iter_records,
+    metric_series,
+    read_history,
     read_metric_definitions,
     read_run_info,
     read_summary,
-    run_notes,
 )
-from src.utils.wandb_offline import find_offline_runs, iter_records, metric_series, read_history
+from src.loggers.wandb_run import EPOCH_AXIS, experiment_description, run_notes
 from tests.conftest import compose_train, script_runner
 from tests.test_debug_configs import NARROW, NOISE
 from tests.test_train import TINY_DATA, run_dir
@@ -41,7 +42,7 @@ def both_loggers_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def wandb_run(both_loggers_run) -> Path:
-    from src.utils.wandb_offline import wait_until_finished
+    from src.loggers.wandb_records import wait_until_finished
 
     (found,) = find_offline_runs(both_loggers_run[0])
     return wait_until_finished(found)

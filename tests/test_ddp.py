@@ -16,9 +16,9 @@ import torch
 
 from src.callbacks.preemption import PREEMPTED_EXIT_CODE
 from src.data.datamodule import ImageDataModule
+from src.loggers.wandb_records import find_offline_runs, read_history, wait_until_finished
+from src.loggers.wandb_run import RUN_ID_FILE
 from src.models.classifier import TowerClassifier, network_from_checkpoint
-from src.utils.resume import RUN_ID_FILE
-from src.utils.wandb_offline import find_offline_runs, read_history, wait_until_finished
 from tests.test_resume import (
     EVENT_TIMEOUT,
     assert_each_epoch_once,

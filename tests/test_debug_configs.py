@@ -24,7 +24,7 @@ from tests.test_train import TINY_DATA, TINY_RUN
 DEBUG_RUNS = ("fdr", "limit", "overfit", "profiler")
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
-FOLDERS = ["data.root=/somewhere", "data.num_classes=3"]  # data=folders has no default dataset
+FOLDERS = ["data.root=/somewhere", "data.num_classes=3"]  # data=base and folders have no default dataset
 # A narrow net (same towers and layers): a debug run's checks, not its speed, are under test.
 NARROW = ["model.conv_widths=[24,48,48,48,48]", "model.fc_width=64"]
 # What Lightning or torch print that is not ours (src/utils/console.py), and what we fixed at the source.
@@ -91,7 +91,7 @@ DATA_DEBUG = [(data, DEBUG_RUNS[i % len(DEBUG_RUNS)]) for i, data in enumerate(D
 
 @pytest.mark.parametrize(("data", "option"), DATA_DEBUG)
 def test_debug_composes_with_every_dataset(data: str, option: str, tmp_path: Path) -> None:
-    extra = FOLDERS if data == "folders" else []
+    extra = FOLDERS if data in ("base", "folders") else []
     cfg = compose_train([f"debug={option}", f"data={data}", *extra], tmp_path)
     assert_debug_config(cfg, option)
     assert cfg.hydra.runtime.choices.data == data and cfg.data.batch_size == 16

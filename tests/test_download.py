@@ -1,4 +1,5 @@
-"""``src/data/download.py`` against a local HTTP server that drops connections, fails and ignores ranges."""
+"""``src/datasets/download.py`` against a local HTTP server that drops connections, fails and ignores
+ranges."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data import download
-from src.data.download import ChecksumError, DownloadError, RetryPolicy, fetch
+from src.datasets import download
+from src.datasets.download import ChecksumError, DownloadError, RetryPolicy, fetch
 from tests.archive_server import serve
 
 PAYLOAD = os.urandom(1_000_000)

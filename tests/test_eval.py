@@ -63,7 +63,7 @@ def test_eval_missing_checkpoint_names_it(tmp_path: Path, eval_cli) -> None:
 @pytest.mark.slow
 def test_eval_runs_on_an_imported_weights_file(tmp_path: Path, eval_cli) -> None:
     """``ckpt_path=<bvlc_alexnet.npy>``: published weights, imported, on a test split with no train/."""
-    from src.data.synthetic import generate_dataset
+    from src.datasets.synthetic import generate_dataset
     from src.models.alexnet import AlexNet
     from src.models.caffe_weights import CAFFE_LRN, write_caffe_weights
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from src.analysis import figure3_report
 from src.analysis.figure3_report import Reference, find_run_dirs, main, read_run, write_report
-from src.utils.sweep_summary import summarise_sweep
+from src.runs.sweeps import summarise_sweep
 from tests.conftest import compose_train
 
 #: A fixed reference: the tests need not recover CaffeNet's kernels (src/analysis/reference_kernels.py).

@@ -18,7 +18,7 @@ from PIL import Image
 
 from src.data.cache import build_cache
 from src.data.layouts import LabelledFiles, find_labelled_images
-from src.data.synthetic import generate_dataset
+from src.datasets.synthetic import generate_dataset
 from src.models.alexnet import AlexNet
 
 

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from src.data import archives, datasets
-from src.data.datasets import MARKER, prepare_dataset
-from src.data.download import ChecksumError
+from src.datasets import archives, recipes
+from src.datasets.download import ChecksumError
+from src.datasets.recipes import MARKER, prepare_dataset
 from src.train import train
 from tests import dataset_archives as make
 from tests.archive_server import ServerState, serve
@@ -267,7 +267,7 @@ def test_two_runs_preparing_one_root_at_once_prepare_it_once(
     base, state = server
     source = petimages_source(tmp_path, base, state, None)
     root = tmp_path / "data" / "petimages"
-    real_recipe = datasets.RECIPES["petimages"]
+    real_recipe = recipes.RECIPES["petimages"]
     inside, release = threading.Event(), threading.Event()
 
     def held_open(sources, layout, **options) -> None:
@@ -275,7 +275,7 @@ def test_two_runs_preparing_one_root_at_once_prepare_it_once(
         assert release.wait(30)
         real_recipe(sources, layout, **options)
 
-    monkeypatch.setitem(datasets.RECIPES, "petimages", held_open)
+    monkeypatch.setitem(recipes.RECIPES, "petimages", held_open)
     results: dict[str, dict] = {}
     runs = {
         name: threading.Thread(

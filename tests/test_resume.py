@@ -1,4 +1,4 @@
-"""Resuming runs (``src/utils/resume.py``) and saving on SIGTERM (``src/callbacks/preemption.py``).
+"""Resuming runs (``src/runs/resume.py``) and saving on SIGTERM (``src/callbacks/preemption.py``).
 
 The end-to-end tests run ``python src/train.py`` in a subprocess on the tiny synthetic set with a small net
 (so checkpoints are 1 MB, not 455 MB): one run is killed with SIGKILL at the start of its second epoch and
@@ -29,16 +29,11 @@ import yaml
 
 from src.callbacks.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 from src.data.datamodule import ImageDataModule
-from src.utils.resume import (
-    PENDING_SUBDIR,
-    RUN_ID_FILE,
-    commit_run_config,
-    merge_overrides,
-    resolve_checkpoint,
-    rewrite_command_line,
-    wandb_run_id,
-)
-from src.utils.wandb_offline import find_offline_runs, iter_records, read_history, wait_until_finished
+from src.loggers.wandb_records import find_offline_runs, iter_records, read_history, wait_until_finished
+from src.loggers.wandb_run import RUN_ID_FILE, wandb_run_id
+from src.runs.folders import PENDING_SUBDIR
+from src.runs.overrides import merge_overrides
+from src.runs.resume import commit_run_config, resolve_checkpoint, rewrite_command_line
 from tests.conftest import CONF, ROOT, run_env
 from tests.test_train import TINY_DATA
 

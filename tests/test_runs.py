@@ -11,27 +11,21 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.analysis.figures import fresh_splits, kernels_plot, split_by_towers_plot
+from src.analysis.kernel_images import score_histogram
 from src.analysis.reference_kernels import ReferenceSplit
-from src.analysis.runs import (
-    RunSummary,
-    checkpoint_for,
-    describe_stats,
-    find_runs,
-    first_layer,
-    fresh_splits,
-    kernels_plot,
-    latest_run,
-    latest_sweep,
-    run_checkpoint,
-    run_dir_of,
-    score_histogram,
-    split_by_towers_plot,
-    summarise_run,
-    summary_table,
-)
+from src.analysis.summaries import RunSummary, describe_stats, first_layer, summarise_run, summary_table
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import write_caffe_weights
 from src.models.classifier import load_network
+from src.runs.folders import (
+    checkpoint_for,
+    find_runs,
+    latest_checkpoint,
+    latest_sweep,
+    run_checkpoint,
+    run_dir_of,
+)
 
 #: conv1 as in the paper (96 kernels, 11x11x3); every later layer tiny, so checkpoints are small.
 SMALL = {"conv_widths": (96, 8, 8, 8, 8), "fc_width": 8}
@@ -165,14 +159,14 @@ def test_run_checkpoint_error_names_the_run(tmp_path: Path) -> None:
         run_checkpoint(tmp_path / "run")
 
 
-def test_latest_run_is_the_newest_checkpoint(tmp_path: Path) -> None:
+def test_latest_checkpoint_is_the_newest_one(tmp_path: Path) -> None:
     old = write_run(tmp_path / "train" / "runs" / "b", make_net(1, 0), seed=0)
     new = write_run(tmp_path / "train" / "runs" / "a", make_net(1, 1), seed=1)
     os.utime(old / "checkpoints" / "last.ckpt", (1_000, 1_000))
     os.utime(new / "checkpoints" / "last.ckpt", (2_000, 2_000))
-    assert latest_run(tmp_path) == new
+    assert latest_checkpoint(tmp_path) == new / "checkpoints" / "last.ckpt"
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nothing"))):
-        latest_run(tmp_path / "nothing")
+        latest_checkpoint(tmp_path / "nothing")
 
 
 def test_latest_sweep(tmp_path: Path) -> None:

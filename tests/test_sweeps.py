@@ -18,17 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from src.train import build_module
-from src.utils.sweep_summary import (
+from src.loggers.wandb_records import iter_records, wait_until_finished
+from src.loggers.wandb_run import sweep_group, sweep_run_name
+from src.runs.sweeps import (
     JOB_RESULT,
     find_jobs,
     job_metrics,
     summarise_sweep,
-    sweep_group,
-    sweep_run_name,
     write_summary,
 )
-from src.utils.wandb_offline import iter_records, wait_until_finished
+from src.train import build_module
 from tests.conftest import compose_train
 from tests.test_train import TINY_GENERATED, TINY_RUN
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.data import synthetic
-from src.data.synthetic import CLASSES, generate_dataset, image_attributes
+from src.datasets import synthetic
+from src.datasets.synthetic import CLASSES, generate_dataset, image_attributes
 
 TRAIN, TEST = 150, 100  # per class: 250 images per class in all, ~2 s to generate
 SIZE = 256

@@ -13,14 +13,14 @@ from PIL import Image
 
 from src.analysis.colour import stats_for_model_kernels
 from src.callbacks.tower_kernels import TowerKernelMonitor
-from src.models.alexnet import AlexNet
-from src.utils.wandb_offline import (
+from src.loggers.wandb_records import (
     find_offline_runs,
     image_files,
     metric_series,
     read_history,
     wait_until_finished,
 )
+from src.models.alexnet import AlexNet
 from tests.test_train import TINY_DATA, run_dir
 
 SCALARS = (

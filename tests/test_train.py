@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from src.utils.wandb_offline import read_config, wait_until_finished
+from src.loggers.wandb_records import read_config, wait_until_finished
 
-TINY_GENERATED = ["data.generate.train_per_class=12", "data.generate.test_per_class=4"]
+TINY_GENERATED = ["data.source.train_per_class=12", "data.source.test_per_class=4"]
 TINY_RUN = [
     "data.val_fraction=0.25",
     "data.batch_size=8",

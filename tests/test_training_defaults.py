@@ -28,8 +28,8 @@ STEPS = 24
 # bf16 where the CPU has it (as measured below); fp32 where oneDNN would emulate bf16, 18x slower.
 PRECISION = "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 DATA = [
-    "data.generate.train_per_class=200",
-    "data.generate.test_per_class=2",
+    "data.source.train_per_class=200",
+    "data.source.test_per_class=2",
     "data.batch_size=64",
     "data.num_workers=0",
     "data.cache_workers=0",

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from src.utils import wandb_mode
-from src.utils.wandb_mode import choose_wandb_mode, server_address, unreachable
+from src.loggers import wandb_run
+from src.loggers.wandb_run import choose_wandb_mode, server_address, unreachable
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +42,9 @@ def test_a_key_without_a_reachable_server_goes_offline_at_once(
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port}")
     start = time.perf_counter()
     mode, line = choose_wandb_mode()
-    assert time.perf_counter() - start < wandb_mode.REACH_TIMEOUT_S + 1
+    assert time.perf_counter() - start < wandb_run.REACH_TIMEOUT_S + 1
     assert mode == "offline"
-    assert wandb_mode.os.environ["WANDB_MODE"] == "offline"
+    assert wandb_run.os.environ["WANDB_MODE"] == "offline"
     assert line is not None and f"127.0.0.1:{closed_port} cannot be reached" in line and "wandb sync" in line
 
 
@@ -52,7 +52,7 @@ def test_a_name_lookup_that_hangs_is_abandoned_after_the_timeout(monkeypatch: py
     def hang(*args: object, **kwargs: object) -> None:
         time.sleep(30)
 
-    monkeypatch.setattr(wandb_mode.socket, "create_connection", hang)
+    monkeypatch.setattr(wandb_run.socket, "create_connection", hang)
     start = time.perf_counter()
     assert unreachable(("api.wandb.ai", 443), timeout_s=0.5) == "no answer within 0.5 s"
     assert time.perf_counter() - start < 5
@@ -64,7 +64,7 @@ def test_a_key_and_a_reachable_server_stay_online(
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{listening_port}")
     assert choose_wandb_mode() == ("online", None)
-    assert "WANDB_MODE" not in wandb_mode.os.environ
+    assert "WANDB_MODE" not in wandb_run.os.environ
 
 
 def test_the_https_proxy_is_what_must_be_reached(monkeypatch: pytest.MonkeyPatch) -> None:

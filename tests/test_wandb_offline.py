@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.utils.wandb_offline import (
+from src.loggers.wandb_records import (
     find_offline_runs,
     get_value,
     image_files,

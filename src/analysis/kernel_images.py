@@ -1,4 +1,5 @@
-"""Pictures of first-layer kernels, as in figure 3 of Krizhevsky et al. (NIPS 2012), section 6.1.
+"""Pictures of first-layer kernels, as in figure 3 of Krizhevsky et al. (NIPS 2012), section 6.1, and of their
+colour scores: what the training callback logs (``src/callbacks/tower_kernels.py``).
 
 Figure 3 shows the 96 conv1 kernels (11x11x3) as RGB images, GPU 1's 48 above GPU 2's 48, each in rows of
 16. Here every kernel is min-max scaled *on its own*, jointly over its three channels (so its colour balance
@@ -6,7 +7,8 @@ is kept: a grey kernel stays grey), to 0..255; a constant kernel becomes mid-gre
 by white padding; towers are stacked top to bottom (tower 0, the paper's GPU 1, on top) with a black band
 between them.
 
-Everything returned is ``uint8`` (H, W, 3): the logger (W&B) shows float images as black.
+Every kernel picture returned is ``uint8`` (H, W, 3): the logger (W&B) shows float images as black.
+``score_histogram`` draws the per-kernel colour scores (``src/analysis/colour.py``) as a matplotlib figure.
 """
 
 from __future__ import annotations
@@ -19,11 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
+from src.analysis.colour import TowerColourStats
 from src.utils.atomic import write_atomic
 
-__all__ = ["BAND_VALUE", "DEFAULT_COLUMNS", "PAD_VALUE", "kernel_grid", "save_png", "towers_figure"]
+__all__ = [
+    "BAND_VALUE",
+    "DEFAULT_COLUMNS",
+    "PAD_VALUE",
+    "kernel_grid",
+    "save_png",
+    "score_histogram",
+    "towers_figure",
+]
 
 #: Kernels per row by default: figure 3 shows each GPU's 48 kernels in 3 rows of 16.
 DEFAULT_COLUMNS: int = 16
@@ -141,3 +153,26 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     png = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(png, format="PNG")
     return write_atomic(path, png.getvalue())
+
+
+def score_histogram(stats: TowerColourStats, bins: int = 40) -> Figure:
+    """Histogram of the per-kernel colour scores, one outline per tower (section 6.1).
+
+    The dotted line is the colour threshold; the shaded strip is where fresh random kernels lie (2/3 +- 2
+    standard deviations of 0.035), so a tower that moved left has moved towards grey.
+    """
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ax.axvspan(2 / 3 - 0.07, 2 / 3 + 0.07, color="0.9", label="random init (2/3 +- 0.07)")
+    groups = "half" if stats.halves else "tower"
+    for t, scores in enumerate(stats.scores):
+        ax.hist(scores.numpy(), bins=edges, histtype="step", linewidth=1.5, label=f"{groups} {t}")
+    ax.axvline(stats.threshold, color="k", linestyle=":", label=f"threshold {stats.threshold:g}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("colour score (0 grey .. 1 opponent colour)")
+    ax.set_ylabel("kernels")
+    ax.set_title(f"conv1 colour scores per {groups} (split = {stats.split:.3f})")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

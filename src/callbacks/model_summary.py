@@ -1,7 +1,7 @@
 """Lightning's model summary with the network's FLOPs counted, instead of "Total FLOPs: 0".
 
 Lightning counts FLOPs only by running the module's ``example_input_array`` through it at the start of fit;
-ours has none, on purpose: that forward pass would make a ``model.compile=true`` net compile a graph for a
+ours has none, on purpose: that forward pass would make a ``compile=true`` net compile a graph for a
 batch of one, and under ``trainer=towers`` it would need every rank at once. Here the net's forward pass over
 one ``input_size`` crop runs on the meta device (shapes only: no data, no memory, no time) under torch's
 ``FlopCounterMode``, which counts 2 FLOPs per multiply-add of the conv and linear layers: 1.45 GFLOP per image

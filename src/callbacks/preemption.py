@@ -15,13 +15,13 @@ the sanity check) to the end of ``fit`` (Lightning's teardown puts back the hand
 * at the end of each training batch the ranks agree (one all-reduce of a flag; the signal may reach rank 0
   only, or every rank) and, if any rank was asked, all of them save ``<dirpath>/last.ckpt`` (written to a
   temporary file beside it, then renamed into place, so a SIGKILL during the write leaves the previous
-  ``last.ckpt`` whole) and raise ``Preempted``. ``src/train.py`` then finishes the W&B run (marked
-  preempting, exit code 143), ends the process group and exits with ``PREEMPTED_EXIT_CODE`` (143, 128 +
-  SIGTERM, what a shell reports for a process SIGTERM ended); other ranks exit 0, so Lightning's child
-  process watcher does not kill rank 0 while it finishes;
+  ``last.ckpt`` whole) and raise ``Preempted``. ``src/train.py`` fits inside ``exit_when_stopped``, which
+  then finishes the W&B run (marked preempting, exit code 143), ends the process group and exits with
+  ``PREEMPTED_EXIT_CODE`` (143, 128 + SIGTERM, what a shell reports for a process SIGTERM ended); other
+  ranks exit 0, so Lightning's child process watcher does not kill rank 0 while it finishes;
 * a SIGTERM during validation is served at the next training batch end, so validation, its metrics and
   the epoch's checkpoints complete first; one during the last epoch's validation, after the last batch,
-  lets ``fit`` finish and ``src/train.py`` exits with 143 before the test (resuming then only tests).
+  lets ``fit`` finish and ``stop_before_test`` exits with 143 before the test (resuming then only tests).
 
 Ctrl-C is served the same way, from ``on_train_start`` to the end of ``fit`` (the handler Lightning found is
 put back in ``teardown``), and exits with ``INTERRUPTED_EXIT_CODE`` (130, 128 + SIGINT). Without it Lightning
@@ -42,6 +42,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -153,3 +155,39 @@ class PreemptionCheckpoint(L.Callback):
             )
         trainer.strategy.barrier("preemption_checkpoint")
         self.saved = self.path
+
+
+def stop_before_test(trainer: L.Trainer) -> None:
+    """After ``fit``: a SIGTERM or Ctrl-C that came after the last training batch (during the last
+    validation) leaves training complete and checkpointed; stop before the test, on every rank alike."""
+    preemption = next((cb for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)), None)
+    stop = preemption is not None and preemption.requested
+    if preemption is not None and trainer.strategy.reduce_boolean_decision(stop, all=False):
+        raise SIGTERMException(preemption.exit_code)
+
+
+@contextmanager
+def exit_when_stopped(
+    trainer: L.Trainer, output_dir: str | Path, close: Callable[[int], None]
+) -> Iterator[None]:
+    """After a SIGTERM or Ctrl-C in the block: ``close(exit code)`` (the W&B run and the process group), say
+    how to go on, and exit.
+
+    Rank 0 exits with ``PREEMPTED_EXIT_CODE`` (143) after SIGTERM, ``INTERRUPTED_EXIT_CODE`` (130) after
+    Ctrl-C; other ranks exit 0, so that Lightning's watcher of the processes it started does not kill rank 0
+    while it finishes.
+    """
+    try:
+        yield
+    except SIGTERMException as stop:
+        code = INTERRUPTED_EXIT_CODE if stop.code == INTERRUPTED_EXIT_CODE else PREEMPTED_EXIT_CODE
+        if trainer.is_global_zero:
+            name = "Ctrl-C" if code == INTERRUPTED_EXIT_CODE else "SIGTERM"
+            print(
+                f"stopped by {name} (exit code {code}); to go on: "
+                f"python src/train.py hydra.run.dir={output_dir} ckpt_path=last",
+                file=sys.stderr,
+                flush=True,
+            )
+        close(code)
+        raise SystemExit(code if trainer.is_global_zero else 0) from None

@@ -12,7 +12,7 @@ only, this callback logs
                                       0 when the towers are alike, 1 when they separate perfectly
     kernels/auc, kernels/mean_gap     the AUC itself and the gap between the extreme tower means
     kernels/epochs_trained            epochs trained when scored (0: at initialisation): the x-axis of the
-                                      scores in W&B (src/utils/wandb_dashboard.py)
+                                      scores in W&B (src/loggers/wandb_run.py)
 
 (with one tower, ``tower0``/``tower1`` are the two fixed halves of its kernels: the control). At the end
 of training it adds an animation of ``kernels/figure3`` across epochs, the final per-kernel scores as a
@@ -41,10 +41,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_model_kernels
-from src.analysis.kernel_images import kernel_grid, save_png, towers_figure
-from src.analysis.runs import score_histogram
+from src.analysis.kernel_images import kernel_grid, save_png, score_histogram, towers_figure
+from src.loggers.wandb_run import EPOCH_AXIS, define_epoch_axis
 from src.utils.atomic import write_atomic
-from src.utils.wandb_dashboard import EPOCH_AXIS, define_epoch_axis
 
 FIGURE_KEY = "kernels/figure3"
 ANIMATION_FRAME_MS = 500
@@ -151,7 +150,7 @@ class TowerKernelMonitor(L.Callback):
 
 
 def scalars_of(stats: TowerColourStats, epochs_trained: int) -> dict[str, float]:
-    """The scores to log, with their x-axis in W&B: the epochs trained (``src/utils/wandb_dashboard.py``)."""
+    """The scores to log, with their x-axis in W&B: the epochs trained (``src/loggers/wandb_run.py``)."""
     return stats.log_dict() | {EPOCH_AXIS: float(epochs_trained)}
 
 
@@ -195,7 +194,7 @@ def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
 
 
 def histogram_image(stats: TowerColourStats) -> np.ndarray:
-    """The notebook's per-tower score histogram, rendered off-screen as a uint8 RGB picture."""
+    """The per-tower score histogram (``score_histogram``), rendered off-screen as a uint8 RGB picture."""
     canvas = FigureCanvasAgg(score_histogram(stats))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -19,13 +19,16 @@ depends on its input: ``logit_spread`` below ``min_logit_spread`` at ``patience`
 whose fc6 or fc7 units are all dead outputs fc8's bias for every image (spread exactly 0), and no gradient
 reaches the layers below: it never recovers by itself. A dead run prints what happened and what to try,
 logs ``health/dead`` = 1, writes ``<run dir>/DIED.txt`` and raises :class:`TrainingDiedError`, which
-``src/train.py`` turns into exit code 3 after closing the loggers; the checkpoints already written (the
-last good epoch's ``last.ckpt``) are kept as they are.
+``exit_when_dead`` (around ``src/train.py``'s fit) turns into exit code 3 after closing the loggers; the
+checkpoints already written (the last good epoch's ``last.ckpt``) are kept as they are.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +202,16 @@ def _find(net: nn.Module, name: str) -> nn.Module | None:
         if module is not None:
             return module
     return None
+
+
+@contextmanager
+def exit_when_dead(trainer: L.Trainer, close: Callable[[int], None]) -> Iterator[None]:
+    """After a dead run in the block (``TrainingDiedError``): say why, ``close(3)`` (the loggers), exit with
+    ``DIED_EXIT_CODE`` (3)."""
+    try:
+        yield
+    except TrainingDiedError as died:
+        if trainer.is_global_zero:
+            print(f"error: {died}", file=sys.stderr, flush=True)
+        close(DIED_EXIT_CODE)
+        raise SystemExit(DIED_EXIT_CODE) from None

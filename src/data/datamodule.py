@@ -1,6 +1,7 @@
 """The LightningDataModule: image files -> offline cache -> uint8 views -> normalised float on the device.
 
-``prepare_data`` (one process per node) decodes every image of ``<root>/train`` and ``<root>/test`` once into
+``prepare_data`` (one process per node) first has the data config's ``source`` fetch or make the files, if
+it has one (``src/datasets/``), then decodes every image of ``<root>/train`` and ``<root>/test`` once into
 the offline cache (``cache.py``: short side 256, central 256x256, section 2). ``setup`` opens the caches and
 splits a validation set off ``train/`` by source image, seeded and per class, so no two views of one
 photograph land on both sides (the Dogs vs Cats reproduction split its already-augmented crops, which inflates
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,8 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from src.data.cache import ImageCache, build_cache
-from src.data.datasets import prepare_dataset
 from src.data.layouts import describe_ignored, find_labelled_images
 from src.data.lighting import PCA_STD, PCALighting
-from src.data.synthetic import generate_dataset
 from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
 from src.utils.paths import expand_home
 
@@ -127,10 +127,9 @@ class ImageDataModule(L.LightningDataModule):
             (also divide by the pixel standard deviation, for ``model.init=kaiming``).
         split_seed: seed of the validation split.
         cache_workers: processes decoding images into the cache (``None``: one per CPU).
-        generate: when given, ``prepare_data`` writes the built-in synthetic dataset to ``root`` with these
-            arguments of ``src.data.synthetic.generate_dataset``.
-        source: when given, ``prepare_data`` first downloads, verifies and lays out a real dataset in ``root``
-            with these arguments of ``src.data.datasets.prepare_dataset`` (``conf/data/petimages.yaml``, ...).
+        source: when given, ``prepare_data`` first calls ``source(root)`` to make sure ``root`` holds the
+            files: a dataset's recipe (download, verify, extract and link: ``src.datasets.recipes``) or the
+            built-in generator (``src.datasets.synthetic``), a partial from the data config's ``source``.
     """
 
     def __init__(
@@ -151,8 +150,7 @@ class ImageDataModule(L.LightningDataModule):
         normalize: str = "mean_std",
         split_seed: int = 0,
         cache_workers: int | None = None,
-        generate: dict[str, Any] | None = None,
-        source: dict[str, Any] | None = None,
+        source: Callable[[Path], Any] | None = None,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
@@ -199,8 +197,7 @@ class ImageDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.split_seed = split_seed
         self.cache_workers = cache_workers
-        self.generate = dict(generate) if generate else None
-        self.source = dict(source) if source else None
+        self.source = source
         self.classes: list[str] = []
         self.datasets: dict[str, CachedViews] = {}
         self._prepared: dict[str, ImageCache] = {}  # caches prepare_data built in this process
@@ -276,14 +273,12 @@ class ImageDataModule(L.LightningDataModule):
         return cache
 
     def prepare_data(self) -> None:
-        """Download and lay out, or generate, the dataset if asked; build the caches (one process per node).
+        """Make sure the files are there (``source``), then build the caches (one process per node).
 
         Only the splits present are cached: a fit without ``train/`` stops in ``setup``, naming the folder.
         """
         if self.source is not None:
-            prepare_dataset(self.root, **self.source)
-        if self.generate is not None:
-            generate_dataset(self.root, **self.generate)
+            self.source(self.root)
         for split in ("train", "test"):
             if (self.root / split).is_dir():
                 self._prepared[split] = self._cache(split, verify=True)  # checksums: once per node

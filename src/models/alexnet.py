@@ -86,9 +86,7 @@ class AlexNet(nn.Module):
         channels_last: keep weights and activations in NHWC memory order (inputs are converted in
             ``forward``). The same outputs, within float rounding; oneDNN's bf16 convolutions on CPUs are
             faster in this order. Not part of ``config()``: it says how to run the net, not what it is.
-        compile: ask for ``torch.compile``; ``TowerClassifier.configure_model`` applies it (in every process,
-            with ``nn.Module.compile``, so parameter names and checkpoints stay those of the plain net).
-            Also not part of ``config()``.
+            (``torch.compile`` is the LightningModule's to apply: ``TowerClassifier(compile=True)``.)
     """
 
     def __init__(
@@ -105,7 +103,6 @@ class AlexNet(nn.Module):
         lrn_beta: float = LRN_BETA,
         lrn_after_pool: bool = False,
         channels_last: bool = False,
-        compile: bool = False,
     ) -> None:
         super().__init__()
         conv_widths = tuple(int(w) for w in conv_widths)
@@ -161,7 +158,6 @@ class AlexNet(nn.Module):
         self.init = init
         self.reset_parameters(init)
         self.channels_last = channels_last
-        self.compile_requested = compile
         if channels_last:
             self.to(memory_format=torch.channels_last)
 

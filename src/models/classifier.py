@@ -45,8 +45,7 @@ class TowerClassifier(L.LightningModule):
             and a resumed run see the rate they set.
         lr_batch: the global batch the optimizer's ``lr`` is meant for; the rate is scaled linearly to
             the run's batch (``lr x batch / lr_batch``, Goyal et al. 2017, section 2.1). ``None``: as given.
-        compile: ``torch.compile`` the network in ``configure_model``; ``None`` does what the net asks
-            (``net.compile_requested``, set by ``model.compile`` in the config).
+        compile: ``torch.compile`` the network in ``configure_model`` (``compile=true`` in the config).
     """
 
     def __init__(
@@ -55,7 +54,7 @@ class TowerClassifier(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_monitor: str = "val/acc",
-        compile: bool | None = None,
+        compile: bool = False,
         warmup_steps: int = 0,
         lr_batch: int | None = None,
     ) -> None:
@@ -68,7 +67,7 @@ class TowerClassifier(L.LightningModule):
                 f"scheduler.warmup_steps must be >= 0 and scheduler.lr_batch a positive batch or null, "
                 f"got {warmup_steps} and {lr_batch}"
             )
-        self.compile_net = getattr(net, "compile_requested", False) if compile is None else compile
+        self.compile_net = compile
         self._net_compiled = False
         num_classes = net.num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -53,7 +53,8 @@ to a temporary sibling directory that is renamed to ``<root>`` only once complet
 
 CLI::
 
-    python -m src.data.synthetic ROOT --train-per-class 800 --test-per-class 200 --seed 0 [--image-size 256]
+    python -m src.datasets.synthetic ROOT --train-per-class 800 --test-per-class 200 --seed 0 \
+        [--image-size 256]
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ SHAPES = ("disc", "square")  # outlines of the object and the distractors: a nui
 COLOURS = ("warm", "cool")
 JPEG_QUALITY = 90
 MANIFEST = "DATASET.json"
-_GENERATOR = "src.data.synthetic"
+_GENERATOR = "src.datasets.synthetic"
 
 # Colour model: full-range YCbCr (the JPEG / ITU-R 601 one, the same luma PIL uses for "L").
 # Warm (red..orange) and cool (cyan..blue) hue families are near-opposite directions in the CbCr plane;
@@ -358,7 +359,7 @@ def generate_dataset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m src.data.synthetic ROOT --train-per-class N --test-per-class M``."""
+    """Command line: ``python -m src.datasets.synthetic ROOT --train-per-class N --test-per-class M``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="output directory (created or replaced atomically)")
     parser.add_argument("--train-per-class", type=int, default=800)

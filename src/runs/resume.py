@@ -34,16 +34,12 @@ A resumed run (each form above that names a run folder):
   line, a later value of a key replacing an earlier one. ``ckpt_path=last`` alone rebuilds the same model and
   data; ``ckpt_path=last trainer.max_epochs=120`` extends the run. Hydra writes the merged configuration to
   ``<run>/.hydra.pending/`` (``hydra.output_subdir``), and ``CommitRunConfig`` moves it over ``.hydra/``
-  when training starts: a resume that fails before that (a bad override, other data) leaves the run's
-  ``.hydra/`` as it was, so the next plain ``ckpt_path=last`` still works;
-* **continues the W&B run**: the run's id is kept in ``<run>/wandb_run_id.txt`` (written when the run starts;
-  for older runs the id is read from the ``wandb/*run-<time>-<id>`` folder names) and handed to
-  ``WandbLogger(id=...)``, which resumes with ``resume="allow"``. Offline (wandb 0.31), a resumed run writes
-  a new folder ``wandb/offline-run-<time>-<same id>`` whose ``_step`` starts again at 0, while
-  ``trainer/global_step`` goes on; ``wandb sync <run>/wandb/offline-run-*`` uploads the folders of one run
-  in order of start time. A process killed by SIGKILL leaves what W&B had written to disk: ``src/train.py``
-  has wandb-core flush its record log every second (``WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL``, default
-  15 s), so only the last second of logs is lost;
+  when training starts (``src/callbacks/resume.py``): a resume that fails before that (a bad override,
+  other data) leaves the run's ``.hydra/`` as it was, so the next plain ``ckpt_path=last`` still works;
+* **continues the W&B run**: the run keeps its W&B id in ``<run>/wandb_run_id.txt``, and the W&B logger
+  takes it up again (``src/loggers/wandb_run.py``). Offline (wandb 0.31), a resumed run writes a new folder
+  ``wandb/offline-run-<time>-<same id>`` whose ``_step`` starts again at 0, while ``trainer/global_step``
+  goes on; ``wandb sync <run>/wandb/offline-run-*`` uploads the folders of one run in order of start time;
 * restores the weights, the optimiser (momentum), the learning-rate scheduler, the epoch and the step
   (Lightning's ``trainer.fit(ckpt_path=...)``). Lightning writes an end-of-epoch checkpoint before that
   epoch's scheduler step and does not repeat the step when it resumes from it, so each resume would leave
@@ -62,22 +58,24 @@ starts anew).
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import yaml
+from src.runs.folders import (
+    CHECKPOINT_DIR,
+    HYDRA_SUBDIR,
+    LAST_CHECKPOINT,
+    PENDING_SUBDIR,
+    RUNS_DIR,
+    is_run_dir,
+    last_checkpoint,
+    latest_run,
+    started,
+)
+from src.runs.overrides import last_value, merge_overrides, override_key, saved_overrides
 
 LAST = "last"
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
-RUN_ID_FILE = "wandb_run_id.txt"
-RUNS_DIR = "runs"
-HYDRA_SUBDIR = ".hydra"
-PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it trains (CommitRunConfig)
 # The network settings a checkpoint's weights fix (their shapes), as the config names them.
 SHAPE_KEYS = {
     "num_classes": "data.num_classes",
@@ -85,87 +83,6 @@ SHAPE_KEYS = {
     "conv_widths": "model.conv_widths",
     "fc_width": "model.fc_width",
 }
-_WANDB_RUN_FOLDER = re.compile(r"(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
-
-
-def override_key(override: str) -> str:
-    """The key an override sets: ``+a.b=1`` -> ``a.b``, ``~a`` -> ``a``, ``model=one_tower`` -> ``model``."""
-    return override.lstrip("+~").split("=", 1)[0]
-
-
-def override_value(override: str) -> str:
-    """The value of ``key=value``, without the quotes Hydra would strip."""
-    value = override.split("=", 1)[1] if "=" in override else ""
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return value
-
-
-def last_value(overrides: list[str], key: str) -> str | None:
-    """The value the last override of ``key`` gives (``None`` if none sets it)."""
-    found = None
-    for override in overrides:
-        if "=" in override and not override.startswith("~") and override_key(override) == key:
-            found = override_value(override)
-    return found
-
-
-def merge_overrides(saved: list[str], new: list[str]) -> list[str]:
-    """``saved`` then ``new``, one override per key, the later winning (in its place at the end).
-
-    An override that replaces a saved ``+key=...`` (which added a key the config lacks) becomes
-    ``++key=...``, so it still applies to the composed config. A saved ``+a.b=...`` is replayed as
-    ``++a.b=...`` (add or replace): the config may have declared the key since the run started (the trainer
-    keys of ``conf/trainer/default.yaml``, say), and a plain ``+`` would then fail with "an item is already
-    at 'a.b'". Config groups (``+experiment=...``, no dot) are replayed as saved.
-    """
-    merged: dict[str, str] = {}
-    for override in [*map(add_or_replace, saved), *new]:
-        key = override_key(override)
-        previous = merged.pop(key, None)
-        if previous is not None and previous.startswith("+") and not override.startswith(("+", "~")):
-            override = "++" + override
-        merged[key] = override
-    return list(merged.values())
-
-
-def add_or_replace(override: str) -> str:
-    """``+a.b=1`` -> ``++a.b=1`` for a config value (a dotted key); anything else as it is."""
-    key = override_key(override)
-    single_plus = override.startswith("+") and not override.startswith("++")
-    is_value = "." in key and "/" not in key and "@" not in key
-    return "+" + override if single_plus and is_value else override
-
-
-def saved_overrides(run_dir: Path) -> list[str]:
-    """The task overrides a run was started with (``<run>/.hydra/overrides.yaml``), or ``[]``."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    return [str(o) for o in yaml.safe_load(path.read_text()) or []]
-
-
-def is_run_dir(path: Path) -> bool:
-    """A folder ``src/train.py`` wrote: Hydra keeps the run's configuration in ``.hydra/``."""
-    return (path / HYDRA_SUBDIR).is_dir()
-
-
-def started(run: Path) -> float:
-    """When ``run`` was last started or resumed: the newest ``.hydra*/config.yaml`` Hydra wrote there."""
-    configs = [run / subdir / "config.yaml" for subdir in (HYDRA_SUBDIR, PENDING_SUBDIR)]
-    return max((c.stat().st_mtime for c in configs if c.is_file()), default=run.stat().st_mtime)
-
-
-def latest_run(runs_dir: Path) -> Path | None:
-    """The run folder under ``runs_dir`` started (or resumed) most recently, with or without a checkpoint."""
-    if not runs_dir.is_dir():
-        return None
-    runs = [(started(p), p.name, p) for p in runs_dir.iterdir() if is_run_dir(p)]
-    return max(runs)[2] if runs else None
-
-
-def last_checkpoint(run: Path) -> Path:
-    return run / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
 def latest_run_to_resume(where: Path) -> Path:
@@ -333,36 +250,18 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> Path | 
     return path
 
 
-def new_run_id() -> str:
-    """An id in W&B's style (8 lowercase letters and digits)."""
-    return uuid.uuid4().hex[:8]
+def resume_from(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
+    """``resolve_checkpoint``, said by rank 0: the checkpoint a run resumes and the folder it writes, or that
+    ``ckpt_path=last`` starts a new run in a folder that has no ``last.ckpt`` yet."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-
-def wandb_run_id(output_dir: str | Path) -> str | None:
-    """The W&B run id of the run in ``output_dir``: its ``wandb_run_id.txt``, else the newest
-    ``wandb/*run-<time>-<id>`` folder's id, else ``None``."""
-    output_dir = Path(output_dir)
-    id_file = output_dir / RUN_ID_FILE
-    if id_file.is_file() and id_file.read_text().strip():
-        return id_file.read_text().strip()
-    folders = []
-    for folder in (output_dir / "wandb").glob("*run-*"):
-        match = _WANDB_RUN_FOLDER.fullmatch(folder.name)
-        if match and folder.is_dir():
-            folders.append((folder.name.removeprefix("offline-"), match["id"]))
-    return max(folders)[1] if folders else None
-
-
-def write_run_id(output_dir: str | Path, run_id: str) -> None:
-    """Keep ``run_id`` in ``<output_dir>/wandb_run_id.txt`` (written whole, then renamed into place)."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / RUN_ID_FILE
-    if target.is_file() and target.read_text().strip() == run_id:
-        return
-    partial = output_dir / f".{RUN_ID_FILE}.{os.getpid()}"
-    partial.write_text(run_id + "\n")
-    os.replace(partial, target)
+    checkpoint = resolve_checkpoint(ckpt_path, output_dir)
+    if rank_zero_only.rank == 0:
+        if checkpoint is not None:
+            print(f"resuming from {checkpoint}, writing to {output_dir}")
+        elif ckpt_path == LAST:
+            print(f"ckpt_path=last: {output_dir} has no checkpoints/last.ckpt yet, starting a new run there")
+    return checkpoint
 
 
 def commit_run_config(output_dir: str | Path) -> None:
@@ -386,66 +285,3 @@ def drop_pending_config(output_dir: str | Path) -> None:
     pending = Path(output_dir) / PENDING_SUBDIR
     if pending.is_dir():
         shutil.rmtree(pending, ignore_errors=True)
-
-
-class CommitRunConfig(L.Callback):
-    """When training starts (the checkpoint is loaded, the data set up), rank 0 commits a resumed run's new
-    configuration (``commit_run_config``): a resume that fails before that changes nothing in the run."""
-
-    def __init__(self, output_dir: str | Path) -> None:
-        super().__init__()
-        self.output_dir = Path(output_dir)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            commit_run_config(self.output_dir)
-
-
-class CatchUpEpochSchedulers(L.Callback):
-    """After resuming from an end-of-epoch checkpoint, take the epoch-wise scheduler step Lightning skips.
-
-    Lightning saves such a checkpoint (``on_validation_end`` / ``on_train_epoch_end``) before it steps the
-    epoch's schedulers, and on resume it does not step them for that epoch. A scheduler stepped once per
-    epoch has ``last_epoch`` equal to the epochs done; one found a step behind gets the step here, in
-    ``on_train_start``. A ``ReduceLROnPlateau`` needs the metric it watches: this callback keeps it in the
-    checkpoint (its ``state_dict``). Checkpoints taken mid-epoch (``PreemptionCheckpoint``) are already level.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trainer: L.Trainer | None = None
-        self.saved_metrics: dict[str, float] = {}
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.trainer = trainer
-
-    def state_dict(self) -> dict[str, Any]:
-        """The metrics the plateau schedulers watch, as they are when a checkpoint is written."""
-        trainer = self.trainer
-        if trainer is None:
-            return {"metrics": {}}
-        monitors = {c.monitor for c in trainer.lr_scheduler_configs if c.reduce_on_plateau and c.monitor}
-        metrics = trainer.callback_metrics
-        return {"metrics": {k: float(metrics[k]) for k in monitors if k in metrics}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.saved_metrics = dict(state_dict.get("metrics", {}))
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.ckpt_path is None:
-            return
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            behind = getattr(scheduler, "last_epoch", None) == trainer.current_epoch - 1
-            if config.interval != "epoch" or config.frequency != 1 or not behind:
-                continue
-            metric = None
-            if config.reduce_on_plateau:
-                metric = self.saved_metrics.get(str(config.monitor))
-                if metric is None:
-                    print(f"resume: no {config.monitor} in the checkpoint: the scheduler stays a step behind")
-                    continue
-            pl_module.lr_scheduler_step(scheduler, metric)
-            print(
-                f"resume: took the scheduler step of epoch {trainer.current_epoch - 1}, which Lightning skips"
-            )

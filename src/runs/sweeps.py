@@ -1,4 +1,4 @@
-"""One table per sweep, and one W&B group per sweep.
+"""One table per sweep: the job folders of a sweep, read back into ``summary.csv`` and ``summary.md``.
 
 A sweep (``python src/train.py -m model.towers=1,2,4 seed=0,1``, or ``hparams_search=optuna``) writes one
 folder per job under its sweep folder::
@@ -8,23 +8,15 @@ folder per job under its sweep folder::
             job_result.json                        written by SweepSummary when the job ends
         summary.csv, summary.md                    written by SweepSummary: one row per job
 
-**Summary.** ``SweepSummary`` is a Hydra callback (``conf/hydra/callbacks/sweep_summary.yaml``, selected
-with ``hydra/callbacks=sweep_summary``). When a job ends, in the job's own process (wherever the launcher
-ran it: here, or on a SLURM node), it writes ``job_result.json`` beside the job's files: the job's
-overrides, whether it completed and what it returned to the sweeper (``optimized_metric``). Then, and
-again when the sweep ends, it rebuilds ``summary.csv`` and ``summary.md`` from the job folders: the job
-number, status, one column per override that differs between jobs, the returned value, and the final
-logged metrics (the last ``val/acc``, ``val/acc_best``, ``test/acc`` and the number of validated epochs),
-read from the job's CSV log, else its W&B log (``wandb/*run-*/run-*.wandb``, also offline), else
+``SweepSummary``, the Hydra callback that writes them (``src/hydra_callbacks/sweep_summary.py``), rebuilds the
+table after every job and when the sweep ends (``write_summary``): the job number, status, one column per
+override that differs between jobs, the value the job returned to the sweeper (``optimized_metric``), and
+the final logged metrics (the last ``val/acc``, ``val/acc_best``, ``test/acc`` and the number of validated
+epochs), read from the job's CSV log, else its W&B log (``wandb/*run-*/run-*.wandb``, also offline), else
 ``checkpoints/last.ckpt``. A job that failed is listed with its error; a job killed before its end is
-listed as ``no result``. Rebuilding after every job means that a sweep stopped by a failed job (Hydra's
-basic sweeper stops there, before ``on_multirun_end``) still leaves a summary of every job so far.
+listed as ``no result``.
 
-**W&B.** ``conf/logger/wandb.yaml`` asks :func:`sweep_group` and :func:`sweep_run_name` (called by
-``hydra.utils.instantiate`` when the logger is built) for the run's group and name: under ``-m`` the group
-is the sweep folder's name (so a sweep's runs are one group in the W&B UI) and the name is the job number
-and its overrides; for a single run both are ``None`` (W&B's defaults). ``logger.wandb.group=...`` on the
-command line replaces the function with a fixed group.
+W&B names and groups a sweep's jobs itself: ``src/loggers/wandb_run.py``.
 """
 
 from __future__ import annotations
@@ -40,26 +32,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from src.runs.folders import HYDRA_SUBDIR, last_checkpoint
+from src.runs.overrides import override_key, override_value
 from src.utils.atomic import write_atomic
-from src.utils.resume import override_key, override_value
 
 __all__ = [
     "JOB_RESULT",
-    "SweepSummary",
+    "as_number",
     "find_jobs",
     "job_metrics",
     "read_job",
-    "shown_overrides",
     "summarise_sweep",
-    "sweep_group",
-    "sweep_run_name",
     "write_summary",
 ]
 
@@ -72,105 +57,12 @@ SUMMARY_MD = "summary.md"
 DEFAULT_METRICS = ("val/acc", "val/acc_best", "test/acc")
 #: Logged once per validation: the job's ``epochs`` column counts its values.
 EPOCH_METRIC = "val/acc"
-#: Overrides left out of W&B run names: where files go says nothing about the experiment.
-_NAME_SKIPPED_PREFIXES = ("paths.", "hydra.", "hydra/")
-
-
-# --- W&B group and run name (conf/logger/wandb.yaml) --------------------------------------------------------
-
-
-def _multirun_hydra() -> DictConfig | None:
-    """This job's Hydra config when it is a job of a multirun, else None (single run, or no Hydra)."""
-    if not HydraConfig.initialized():
-        return None
-    hydra = HydraConfig.get()
-    return hydra if hydra.mode == RunMode.MULTIRUN else None
-
-
-def sweep_group() -> str | None:
-    """The W&B group of this run: under ``-m`` its sweep folder's name (``<date>_<time>``), else None."""
-    hydra = _multirun_hydra()
-    return Path(str(hydra.sweep.dir)).name if hydra is not None else None
-
-
-def sweep_run_name() -> str | None:
-    """The W&B run name of a sweep's job, ``"<job number>: <its overrides>"``; None for a single run.
-
-    Overrides of ``paths.*`` (where the files go) are left out.
-    """
-    hydra = _multirun_hydra()
-    if hydra is None:
-        return None
-    shown = shown_overrides(hydra.overrides.task)
-    return f"{hydra.job.num}: {' '.join(shown)}" if shown else str(hydra.job.num)
-
-
-def shown_overrides(overrides: Iterable[str]) -> list[str]:
-    """The overrides that say something about the experiment: not ``paths.*`` or ``hydra.*``."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(_NAME_SKIPPED_PREFIXES)]
-
-
-# --- the Hydra callback -------------------------------------------------------------------------------------
-
-
-def _sweep_dir(config: DictConfig) -> Path:
-    """The sweep folder, absolute (a relative ``hydra.sweep.dir`` is relative to the launch folder)."""
-    sweep_dir = Path(str(config.hydra.sweep.dir))
-    return sweep_dir if sweep_dir.is_absolute() else Path(str(config.hydra.runtime.cwd)) / sweep_dir
-
-
-def _direction(config: DictConfig) -> str:
-    """``maximize`` or ``minimize``: the sweeper's direction (Optuna), else guessed from the metric's name."""
-    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
-    if direction is not None and not OmegaConf.is_list(direction):
-        return str(getattr(direction, "name", direction))
-    metric = str(OmegaConf.select(config, "optimized_metric", default="") or "")
-    return "minimize" if "loss" in metric else "maximize"
-
-
-class SweepSummary(Callback):
-    """Writes ``job_result.json`` in each job's folder and ``summary.csv``/``summary.md`` in the sweep folder.
-
-    Args:
-        metrics: the logged metrics to report for each job (their last values).
-    """
-
-    def __init__(self, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
-        self.metrics = tuple(metrics)
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        # Single runs are left alone, and so are ranks > 0 where SLURM starts each rank as a job task.
-        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
-            return
-        job_dir = Path(str(config.hydra.runtime.output_dir))
-        completed = job_return.status == JobStatus.COMPLETED
-        error = job_return._return_value  # the exception of a failed job (return_value would raise it)
-        result = {
-            "job": int(config.hydra.job.num),
-            "status": job_return.status.name,
-            "optimized_metric": OmegaConf.select(config, "optimized_metric", default=None),
-            "returned": _number(job_return.return_value) if completed else None,
-            "error": None if completed else f"{type(error).__name__}: {error}",
-            "overrides": list(config.hydra.overrides.task),
-        }
-        job_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(job_dir / JOB_RESULT, json.dumps(result, indent=2) + "\n")
-        try:
-            write_summary(_sweep_dir(config), self.metrics, _direction(config))
-        except Exception as error:  # the summary must never fail the job it summarises
-            log.warning(f"sweep summary not updated: {type(error).__name__}: {error}")
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = _sweep_dir(config)
-        if sweep_dir.is_dir():
-            csv_path, md_path = write_summary(sweep_dir, self.metrics, _direction(config))
-            print(f"sweep summary: {csv_path} and {md_path.name}")
 
 
 # --- reading the job folders --------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """A float from a float, int or one-element tensor; None for anything else (or NaN)."""
     try:
         number = float(value.item() if hasattr(value, "item") else value)
@@ -194,7 +86,7 @@ def find_jobs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
         for p in sweep_dir.iterdir()
         if p.is_dir()
         and not p.name.startswith(".")
-        and ((p / JOB_RESULT).is_file() or (p / ".hydra" / "overrides.yaml").is_file())
+        and ((p / JOB_RESULT).is_file() or (p / HYDRA_SUBDIR / "overrides.yaml").is_file())
     ]
     return sorted(jobs, key=_job_key)
 
@@ -206,10 +98,10 @@ def _last_values(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str], get=
     epochs = 0
     for row in rows:
         for key in metrics:
-            value = _number(get(row, key))
+            value = as_number(get(row, key))
             if value is not None:
                 found[key] = value
-        epochs += _number(get(row, EPOCH_METRIC)) is not None
+        epochs += as_number(get(row, EPOCH_METRIC)) is not None
     if epochs:
         found["epochs"] = epochs
     return found
@@ -227,7 +119,7 @@ def _from_csv(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
 
 def _from_wandb(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
     """Last values from the job's W&B record log (offline or online runs keep it under ``wandb/``)."""
-    from src.utils.wandb_offline import get_value, read_history, wait_until_finished
+    from src.loggers.wandb_records import get_value, read_history, wait_until_finished
 
     runs = sorted(p for p in job_dir.glob("wandb/*run-*") if p.is_dir() and not p.is_symlink())
     runs = [p for p in runs if list(p.glob("run-*.wandb"))]
@@ -241,7 +133,7 @@ def _from_wandb(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
 
 def _from_checkpoint(job_dir: Path) -> dict[str, float]:
     """The monitored metric's last and best values from ``checkpoints/last.ckpt`` (ModelCheckpoint state)."""
-    path = job_dir / "checkpoints" / "last.ckpt"
+    path = last_checkpoint(job_dir)
     if not path.is_file():
         return {}
     import torch
@@ -255,8 +147,8 @@ def _from_checkpoint(job_dir: Path) -> dict[str, float]:
                 (monitor, state.get("current_score")),
                 (f"{monitor}_best", state.get("best_model_score")),
             ):
-                if _number(value) is not None:
-                    found[name] = _number(value)
+                if as_number(value) is not None:
+                    found[name] = as_number(value)
             break
     if "epoch" in checkpoint:
         found["epochs"] = int(checkpoint["epoch"]) + 1
@@ -294,7 +186,7 @@ def read_job(job_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_M
     if result_file.is_file():
         row = json.loads(result_file.read_text())
     else:  # killed, or still running
-        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
+        overrides = OmegaConf.load(job_dir / HYDRA_SUBDIR / "overrides.yaml")
         row = {"job": _job_key(job_dir)[0], "status": "no result", "overrides": list(overrides)}
     row.setdefault("returned", None)
     row.setdefault("error", None)

@@ -12,7 +12,7 @@ member): members go to ``<target>.partial/``, a marker file is written last, and
 ``<target>`` only then. ``<target>`` exists if and only if the extraction finished; a leftover
 ``.partial`` is deleted and redone by the next run. Each file keeps the modification time the archive
 records, so extracting the same archive again gives the same files and the same cache fingerprint
-(``cache.py``).
+(``src/data/cache.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Read what a W&B offline run logged: history rows, config and images, with no network and no W&B account.
+"""Read what a W&B run logged, from its own files: history rows, config, images, the run's id, group, tags
+and notes, its metric definitions and summary; offline runs too, with no network and no W&B account.
 
 An offline run lives in ``<save_dir>/wandb/offline-run-<time>-<id>/``::
 
@@ -50,6 +51,9 @@ __all__ = [
     "media_paths",
     "metric_series",
     "read_config",
+    "read_metric_definitions",
+    "read_run_info",
+    "read_summary",
     "read_history",
     "record_log_files",
     "wait_until_finished",
@@ -317,3 +321,46 @@ def image_path(run_dir: str | Path, value: Mapping[str, Any]) -> Path:
     if len(paths) != 1:
         raise ValueError(f"{len(paths)} images in this value, not one; use media_paths: {value!r}")
     return paths[0]
+
+
+# --- what the W&B workspace shows (src/loggers/wandb_run.py declares it) ----------------------------------
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``id``, ``group``, ``tags`` and ``notes`` as ``wandb.init`` recorded them."""
+    for record in iter_records(run_dir):
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            return {"id": run.run_id, "group": run.run_group, "tags": list(run.tags), "notes": run.notes}
+    raise ValueError(f"no run record in {run_dir}")
+
+
+def read_metric_definitions(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``define_metric`` calls, by metric name (or glob, e.g. ``"*"``): ``step_metric``, ``summary`` (the
+    summaries asked for, e.g. ``["max"]``) and ``hidden``. A later definition of a name replaces it."""
+    definitions = {}
+    for record in iter_records(run_dir):
+        if record.WhichOneof("record_type") != "metric":
+            continue
+        metric = record.metric
+        summary = [field.name for field, value in metric.summary.ListFields() if value is True]
+        definitions[metric.name or metric.glob_name] = {
+            "step_metric": metric.step_metric or None,
+            "summary": summary,
+            "hidden": metric.options.hidden,
+        }
+    return definitions
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The run's summary as it stood when the log ends: ``{"val/acc": {"max": 0.9}, "kernels/split": 0.1}``.
+
+    A metric with a declared summary holds a dict of it (W&B's own form); others hold their last value.
+    """
+    summary: dict[str, Any] = {}
+    for record in iter_records(run_dir):
+        if record.WhichOneof("record_type") == "summary":
+            _set_items(summary, record.summary.update)
+            for item in record.summary.remove:
+                summary.pop(item.key or "/".join(item.nested_key), None)
+    return summary

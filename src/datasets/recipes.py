@@ -7,7 +7,8 @@ data=<name>`` and the first training run do. The recipes:
 =============  ===========================================================================================
 ``petimages``  Microsoft's ``kagglecatsanddogs_5340.zip``: ``PetImages/{Cat,Dog}/*`` -> ``train/{Cat,Dog}/``
                (folders layout). Every file goes, ``Thumbs.db`` and the undecodable ``Cat/666.jpg``
-               included: the cache skips them and lists them in ``skipped.tsv`` (``cache.py``). No test set.
+               included: the cache skips them and lists them in ``skipped.tsv`` (``src/data/cache.py``).
+               No test set.
 ``kaggle``     Kaggle's Dogs vs Cats ``train.zip`` (or the competition's ``dogs-vs-cats.zip`` holding it,
                or an unzipped ``train/`` folder) from a local path (Kaggle needs a login):
                ``train/cat.N.jpg`` -> ``train/cat.N.jpg`` (kaggle layout). ``test1/`` has no labels.
@@ -21,12 +22,12 @@ data=<name>`` and the first training run do. The recipes:
 
 Where the files go (all under ``data/`` by default):
 
-- ``downloads/<file>``: the verified archives (``download.py``), kept so that a layout can be redone
+- ``downloads/<file>``: the verified archives (``download.py``), kept so that the links can be made again
   without the network; delete them to get the disk back.
 - ``extracted/<archive>/``: each archive, extracted safely and atomically (``archives.py``).
-- ``<root>/``: the layout, made of **hard links** to the extracted files: no second copy on disk, and
-  both Oxford layouts (species, breeds) share one extraction. Where a hard link is impossible (another
-  filesystem), the file is copied, and the summary says so. The layout is built in ``<root>.partial/``,
+- ``<root>/``: **hard links** to the extracted files (``HardLinks``): no second copy on disk, and
+  both Oxford trees (species, breeds) share one extraction. Where a hard link is impossible (another
+  filesystem), the file is copied, and the summary says so. The tree is built in ``<root>.partial/``,
   gets ``prepared.json`` (what it was made from, per-split counts) and is renamed to ``<root>``: a root
   with ``prepared.json`` is complete.
 
@@ -45,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.data.archives import ExtractLimits, extract_archive
-from src.data.download import RetryPolicy, check_hashes, fetch
+from src.datasets.archives import ExtractLimits, extract_archive
+from src.datasets.download import RetryPolicy, check_hashes, fetch
 from src.utils.atomic import write_atomic
 from src.utils.locks import exclusive
 from src.utils.paths import expand_home
@@ -116,7 +117,7 @@ def _stem(archive: Path) -> str:
     return name
 
 
-class Layout:
+class HardLinks:
     """Fills ``<partial root>/<split>/...`` with hard links (or copies) and counts what went where."""
 
     def __init__(self, out: Path) -> None:
@@ -164,18 +165,18 @@ def _find(tree: Path, name: str, what: str) -> Path:
 # ---------------------------------------------------------------------------------------------- recipes
 
 
-def lay_out_petimages(sources: Sources, layout: Layout) -> None:
+def link_petimages(sources: Sources, links: HardLinks) -> None:
     pets = _find(
         sources.tree("archive"),
         "PetImages",
         "PetImages/Cat and PetImages/Dog, as in kagglecatsanddogs_5340.zip",
     )
     for label in ("Cat", "Dog"):
-        layout.add_folder(_need_dir(pets / label, f"the {label} images of PetImages"), "train", label)
+        links.add_folder(_need_dir(pets / label, f"the {label} images of PetImages"), "train", label)
 
 
-def lay_out_kaggle(
-    sources: Sources, layout: Layout, path: str | None = None, sha256: str | None = None
+def link_kaggle(
+    sources: Sources, links: HardLinks, path: str | None = None, sha256: str | None = None
 ) -> None:
     if not path:
         raise FileNotFoundError(f"data.source.path is not set. {KAGGLE_HELP}")
@@ -191,7 +192,7 @@ def lay_out_kaggle(
         folder = _find(tree, "train", "train/cat.0.jpg ... train/dog.12499.jpg, as in Kaggle's train.zip")
     for source in sorted(folder.iterdir()):
         if source.is_file() and not source.name.startswith("."):
-            layout.add(source, "train", source.name)
+            links.add(source, "train", source.name)
 
 
 OXFORD_TARGETS = ("species", "breeds")
@@ -222,7 +223,7 @@ def read_oxford_list(path: Path) -> list[tuple[str, int, int, int]]:
     return rows
 
 
-def lay_out_oxford_pets(sources: Sources, layout: Layout, target: str = "species") -> None:
+def link_oxford_pets(sources: Sources, links: HardLinks, target: str = "species") -> None:
     if target not in OXFORD_TARGETS:
         raise ValueError(
             f"data.source.target={target!r} is not known; choose one of {', '.join(OXFORD_TARGETS)}"
@@ -241,14 +242,14 @@ def lay_out_oxford_pets(sources: Sources, layout: Layout, target: str = "species
             )
         for image, _, species, _ in rows:
             label = OXFORD_SPECIES[species] if target == "species" else image.rsplit("_", 1)[0]
-            layout.add(images / f"{image}.jpg", split, label, f"{image}.jpg")
+            links.add(images / f"{image}.jpg", split, label, f"{image}.jpg")
 
 
 IMAGENETTE_SPLITS = {"train": "train", "test": "val"}  # ours: theirs (val is the official held-out set)
 
 
-def lay_out_imagenette(
-    sources: Sources, layout: Layout, size: str = "px320", sizes: Mapping[str, Any] | None = None
+def link_imagenette(
+    sources: Sources, links: HardLinks, size: str = "px320", sizes: Mapping[str, Any] | None = None
 ) -> None:
     if sizes is not None and size not in sizes:
         raise ValueError(f"data.source.size={size!r} is not known; choose one of {', '.join(sizes)}")
@@ -256,16 +257,16 @@ def lay_out_imagenette(
     for ours, theirs in IMAGENETTE_SPLITS.items():
         split = _find(tree, theirs, f"{theirs}/<wnid>/*.JPEG, as in fast.ai's imagenette2 archives")
         for class_dir in sorted(p for p in split.iterdir() if p.is_dir()):
-            layout.add_folder(class_dir, ours, class_dir.name)
+            links.add_folder(class_dir, ours, class_dir.name)
 
 
 RECIPES: dict[str, Callable[..., None]] = {
-    "petimages": lay_out_petimages,
-    "kaggle": lay_out_kaggle,
-    "oxford_pets": lay_out_oxford_pets,
-    "imagenette": lay_out_imagenette,
+    "petimages": link_petimages,
+    "kaggle": link_kaggle,
+    "oxford_pets": link_oxford_pets,
+    "imagenette": link_imagenette,
 }
-# The options that change what a layout holds: a prepared root made with others is refused. (Where the
+# The options that change what a prepared root holds: a prepared root made with others is refused. (Where the
 # files came from, kaggle's path say, does not count: the next run may not repeat it.)
 LAYOUT_OPTIONS = {"oxford_pets": ("target",), "imagenette": ("size",)}
 
@@ -372,15 +373,15 @@ def _prepare(
     partial = root.with_name(root.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    layout = Layout(partial)
+    links = HardLinks(partial)
     try:
-        RECIPES[dataset](sources, layout, **options)
-        if not layout.counts:
+        RECIPES[dataset](sources, links, **options)
+        if not links.counts:
             raise ValueError(f"{dataset}: the recipe found no files to lay out")
         sources_used = {role: spec.get("url") for role, spec in sources.files.items()}
         if options.get("path"):
             sources_used["path"] = str(options["path"])
-        made = {**recipe, "sources": sources_used, "splits": layout.summary(), "copied": layout.copied}
+        made = {**recipe, "sources": sources_used, "splits": links.summary(), "copied": links.copied}
         write_atomic(partial / MARKER, json.dumps(made, indent=1) + "\n")
         if root.exists():  # an empty folder (anything else was refused above)
             root.rmdir()
@@ -388,7 +389,7 @@ def _prepare(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    how = f"{layout.copied:,} copied (another filesystem)" if layout.copied else "hard links, no extra disk"
+    how = f"{links.copied:,} copied (another filesystem)" if links.copied else "hard links, no extra disk"
     print(f"{dataset}: laid out {root}: {_describe(made['splits'])}; {how}")
     return made
 

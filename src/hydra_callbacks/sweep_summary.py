@@ -1,0 +1,83 @@
+"""``SweepSummary``: the Hydra callback behind ``<sweep dir>/summary.csv`` and ``summary.md``.
+
+Configured in ``conf/hydra/callbacks/sweep_summary.yaml`` and selected in ``conf/train.yaml``.
+When a job of a sweep (``-m``) ends, in the job's own process (wherever the launcher ran it: here, or on a
+SLURM node), it writes ``job_result.json`` beside the job's files: the job's overrides, whether it completed
+and what it returned to the sweeper (``optimized_metric``). Then, and again when the sweep ends, it rebuilds
+the sweep's table from the job folders (``src/runs/sweeps.py``). Rebuilding after every job means that a
+sweep stopped by a failed job (Hydra's basic sweeper stops there, before ``on_multirun_end``) still leaves a
+summary of every job so far. Single runs are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from src.runs.sweeps import DEFAULT_METRICS, JOB_RESULT, as_number, write_summary
+from src.utils.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _sweep_dir(config: DictConfig) -> Path:
+    """The sweep folder, absolute (a relative ``hydra.sweep.dir`` is relative to the launch folder)."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    return sweep_dir if sweep_dir.is_absolute() else Path(str(config.hydra.runtime.cwd)) / sweep_dir
+
+
+def _direction(config: DictConfig) -> str:
+    """``maximize`` or ``minimize``: the sweeper's direction (Optuna), else guessed from the metric's name."""
+    direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+    if direction is not None and not OmegaConf.is_list(direction):
+        return str(getattr(direction, "name", direction))
+    metric = str(OmegaConf.select(config, "optimized_metric", default="") or "")
+    return "minimize" if "loss" in metric else "maximize"
+
+
+class SweepSummary(Callback):
+    """Writes ``job_result.json`` in each job's folder and ``summary.csv``/``summary.md`` in the sweep folder.
+
+    Args:
+        metrics: the logged metrics to report for each job (their last values).
+    """
+
+    def __init__(self, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
+        self.metrics = tuple(metrics)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        # Single runs are left alone, and so are ranks > 0 where SLURM starts each rank as a job task.
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
+            return
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        completed = job_return.status == JobStatus.COMPLETED
+        error = job_return._return_value  # the exception of a failed job (return_value would raise it)
+        result = {
+            "job": int(config.hydra.job.num),
+            "status": job_return.status.name,
+            "optimized_metric": OmegaConf.select(config, "optimized_metric", default=None),
+            "returned": as_number(job_return.return_value) if completed else None,
+            "error": None if completed else f"{type(error).__name__}: {error}",
+            "overrides": list(config.hydra.overrides.task),
+        }
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(job_dir / JOB_RESULT, json.dumps(result, indent=2) + "\n")
+        try:
+            write_summary(_sweep_dir(config), self.metrics, _direction(config))
+        except Exception as error:  # the summary must never fail the job it summarises
+            log.warning(f"sweep summary not updated: {type(error).__name__}: {error}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = _sweep_dir(config)
+        if sweep_dir.is_dir():
+            csv_path, md_path = write_summary(sweep_dir, self.metrics, _direction(config))
+            print(f"sweep summary: {csv_path} and {md_path.name}")

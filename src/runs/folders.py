@@ -1,0 +1,149 @@
+"""Run folders and their checkpoints: where ``src/train.py`` writes, and how runs are found again.
+
+Written by Hydra and Lightning::
+
+    outputs/<task>/runs/<date>_<time>/                one run (hydra.run.dir)
+        .hydra/config.yaml, overrides.yaml             the run's configuration, as Hydra composed it
+        .hydra.pending/                                a resumed run's new configuration, until it trains
+        checkpoints/last.ckpt, epoch_NNN.ckpt          torch.save'd dicts: "state_dict", "net_config", "epoch"
+        wandb_run_id.txt, wandb/, csv/, kernels/       the loggers' and callbacks' files
+    outputs/<task>/multiruns/<date>_<time>/<job>/      one job of a sweep, laid out as a run
+
+Two questions have an answer here, each with its own function: which run was started last
+(``latest_run``: what ``ckpt_path=last`` resumes, ``src/runs/resume.py``), and which checkpoint was written
+last under a folder of runs and sweeps (``latest_checkpoint``: what the notebook and ``src/analyse.py``
+show when given a folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_DIR = "checkpoints"
+#: The checkpoint written at the end of every epoch (``conf/callbacks/default.yaml``, ``last_checkpoint``).
+LAST_CHECKPOINT = "last.ckpt"
+RUNS_DIR = "runs"
+HYDRA_SUBDIR = ".hydra"
+PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it trains (CommitRunConfig)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder ``src/train.py`` wrote: Hydra keeps the run's configuration in ``.hydra/``."""
+    return (path / HYDRA_SUBDIR).is_dir()
+
+
+def started(run: Path) -> float:
+    """When ``run`` was last started or resumed: the newest ``.hydra*/config.yaml`` Hydra wrote there."""
+    configs = [run / subdir / "config.yaml" for subdir in (HYDRA_SUBDIR, PENDING_SUBDIR)]
+    return max((c.stat().st_mtime for c in configs if c.is_file()), default=run.stat().st_mtime)
+
+
+def latest_run(runs_dir: Path) -> Path | None:
+    """The run folder under ``runs_dir`` started (or resumed) most recently, with or without a checkpoint."""
+    if not runs_dir.is_dir():
+        return None
+    runs = [(started(p), p.name, p) for p in runs_dir.iterdir() if is_run_dir(p)]
+    return max(runs)[2] if runs else None
+
+
+def last_checkpoint(run: Path) -> Path:
+    """``<run>/checkpoints/last.ckpt``, whether or not it exists yet."""
+    return run / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / CHECKPOINT_DIR
+    return sorted(p for p in folder.glob("*.ckpt") if p.is_file()) if folder.is_dir() else []
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key that puts multirun job ``10`` after ``9``: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
+
+
+def find_runs(folder: str | os.PathLike[str]) -> list[Path]:
+    """Run folders at any depth under ``folder`` (``folder`` included): those with ``checkpoints/*.ckpt``.
+
+    A run of ``src/train.py`` keeps ``checkpoints/last.ckpt`` (and ``epoch_NNN.ckpt``); a sweep keeps one such
+    folder per job. Hidden folders (``.hydra``, ...) are not searched and symbolic links are not followed.
+
+    Returns:
+        The run folders, sorted by path (job numbers in numeric order).
+
+    Raises:
+        FileNotFoundError: naming ``folder`` when it does not exist or holds no run.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {root}")
+    runs: list[Path] = []
+    for current, dirs, _ in os.walk(root):
+        here = Path(current)
+        if _checkpoints(here):
+            runs.append(here)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != CHECKPOINT_DIR]
+    if not runs:
+        raise FileNotFoundError(
+            f"no training runs under {root}: no folder there holds {CHECKPOINT_DIR}/*.ckpt "
+            "(write one with `python src/train.py`)"
+        )
+    return sorted(runs, key=natural_key)
+
+
+def run_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
+    """The run's ``checkpoints/last.ckpt``, else its most recently modified ``checkpoints/*.ckpt``.
+
+    Raises:
+        FileNotFoundError: naming ``run_dir`` when it has no checkpoint.
+    """
+    run_dir = Path(run_dir)
+    last = last_checkpoint(run_dir)
+    if last.is_file():
+        return last
+    candidates = _checkpoints(run_dir)
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / CHECKPOINT_DIR} (expected *.ckpt files)")
+    return max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def latest_checkpoint(folder: str | os.PathLike[str]) -> Path:
+    """The checkpoint written last under ``folder``, single runs and sweep jobs alike (each run's
+    ``run_checkpoint``).
+
+    Raises:
+        FileNotFoundError: naming ``folder`` when it does not exist or holds no run.
+    """
+    checkpoints = [run_checkpoint(run) for run in find_runs(folder)]
+    return max(checkpoints, key=lambda checkpoint: (checkpoint.stat().st_mtime, str(run_dir_of(checkpoint))))
+
+
+def latest_sweep(outputs_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest sweep folder ``<outputs_dir>/<task>/multiruns/<date>_<time>`` holding a run, or None."""
+    sweeps = [p for p in Path(outputs_dir).glob("*/multiruns/*") if p.is_dir() and not p.name.startswith(".")]
+    with_runs = [p for p in sweeps if any(True for _ in p.rglob(f"{CHECKPOINT_DIR}/*.ckpt"))]
+    return max(with_runs, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+
+def run_dir_of(checkpoint: str | os.PathLike[str]) -> Path:
+    """The run folder of a checkpoint file: the parent of its ``checkpoints/`` folder (else its folder)."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == CHECKPOINT_DIR else folder
+
+
+def checkpoint_for(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint from a checkpoint file, a run folder, or a folder of runs (then the latest checkpoint).
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it is none of these.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"no such checkpoint or run folder: {path}")
+    if _checkpoints(path):
+        return run_checkpoint(path)
+    return latest_checkpoint(path)
