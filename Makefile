@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train figure3 test lint format bench clean
+.PHONY: help install demo train figure3 test test-long lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,9 +35,12 @@ DATA ?= data=imagenette
 figure3: $(STAMP)  ## the Figure 3 sweep, e.g. make figure3 DATA="data=folders data.root=DIR data.num_classes=10"
 	$(BIN)/python src/train.py -m experiment=figure3 model.towers=$(TOWERS) seed=$(SEEDS) $(DATA) $(ARGS)
 
-test: $(STAMP)  ## lint, then the whole test suite
+test: $(STAMP)  ## lint, then the test suite (about 11 minutes on 2 cores) without the long runs
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
+
+test-long: $(STAMP)  ## the 14 long end-to-end runs that make test leaves out (about 9 minutes; CI runs both)
+	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check src tests bench

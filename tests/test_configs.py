@@ -49,6 +49,7 @@ def test_every_group_has_options() -> None:
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_config_composes_and_instantiates(group: str, option: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", "1")  # what wandb_logger sets, undone after
     overrides = [f"{group}={option}"]
     if group == "data" and option in ("base", "folders"):  # no dataset of their own: name one
         overrides += ["data.root=/somewhere", "data.num_classes=10"]
@@ -69,6 +70,9 @@ def test_config_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     assert isinstance(trainer, L.Trainer)
     loggers = build_loggers(cfg)
     assert all(isinstance(lg, L.pytorch.loggers.Logger) for lg in loggers)
+    for logger in loggers:  # a W&B logger starts its run in this process (define_metric): end it here, or
+        if isinstance(logger, L.pytorch.loggers.WandbLogger):  # the next wandb.init in this process hangs
+            logger.experiment.finish()
 
 
 def test_model_configs_have_the_documented_towers_and_widths(tmp_path: Path) -> None:

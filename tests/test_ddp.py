@@ -98,6 +98,7 @@ def test_global_batch_that_does_not_split_names_both_numbers(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_ddp_sigterm_to_rank_0_stops_both_ranks_and_the_run_resumes(tmp_path: Path) -> None:
     process = start_paced_run(tmp_path, *DDP)
     run = the_run_dir(tmp_path)

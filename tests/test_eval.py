@@ -13,6 +13,7 @@ from tests.test_train import TINY_DATA, TINY_GENERATED, run_dir
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, eval_cli) -> None:
     data = f"data.root={tmp_path / 'synthetic'}"
     trained = train_cli(*TINY_DATA, data, "trainer.max_epochs=1", "logger=csv")

@@ -31,5 +31,12 @@ def test_github_workflow_runs_make_test_on_push() -> None:
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
     assert "push" in triggers and "pull_request" in triggers
     steps = workflow["jobs"]["test"]["steps"]
-    assert steps[-1]["run"] == "make test"
-    assert "make test" in (ROOT / ".ci" / "run").read_text()  # what runs here stays the same command
+    assert [step.get("run") for step in steps[-2:]] == ["make test", "make test-long"]
+    ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make")]
+    assert ci_commands == ["make test", "make test-long"]  # what runs here stays the same commands
+
+
+def test_make_test_leaves_out_exactly_the_long_runs_and_make_test_long_runs_them() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-m pytest -m "not long" $(PYTEST_ARGS)' in makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "-m pytest -m long $(PYTEST_ARGS)" in makefile.split("\ntest-long:")[1].split("\n\n")[0]

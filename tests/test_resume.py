@@ -365,6 +365,7 @@ def test_global_batch_splits_over_devices_and_accumulation(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_run_killed_after_its_first_epoch_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
     hard_kill = ["+callbacks.kill._target_=tests.test_resume.KillAtEpochStart", "logger=[wandb,csv]"]
     killed = run_train(tmp_path, "trainer.max_epochs=3", *hard_kill, env={KILL_AT_EPOCH: "1"})
@@ -406,6 +407,7 @@ def test_run_killed_after_its_first_epoch_resumes_with_ckpt_path_last(tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
     process = start_paced_run(tmp_path)
     run = the_run_dir(tmp_path)
@@ -444,6 +446,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_ctrl_c_saves_a_checkpoint_and_a_resume_that_fails_changes_nothing(tmp_path: Path) -> None:
     process = start_paced_run(tmp_path)
     run = the_run_dir(tmp_path)

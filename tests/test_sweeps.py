@@ -204,6 +204,7 @@ def wandb_run_record(run_dir: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_multirun_gives_one_folder_one_wandb_run_and_one_row_per_job(tmp_path: Path, train_cli) -> None:
     start = time.monotonic()
     result = train_cli(  # -m after the overrides: argparse takes no override after an option
@@ -241,6 +242,7 @@ def test_multirun_gives_one_folder_one_wandb_run_and_one_row_per_job(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_ddp_spawn_multirun_runs_each_job_once_on_two_processes(tmp_path: Path, train_cli) -> None:
     start = time.monotonic()
     result = train_cli(
@@ -295,6 +297,7 @@ def test_optuna_sqlite_storage_works_with_the_pinned_sqlalchemy(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_optuna_sweep_of_three_trials(tmp_path: Path, train_cli) -> None:
     start = time.monotonic()
     result = train_cli(  # -m after the overrides: argparse takes no override after an option

@@ -66,6 +66,7 @@ def pixel_spread(path: Path) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_wandb_run_holds_tower_images_and_scalars_for_every_validation_epoch(
     tmp_path: Path, train_cli
 ) -> None:
@@ -93,6 +94,7 @@ def test_wandb_run_holds_tower_images_and_scalars_for_every_validation_epoch(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_csv_run_writes_pngs_and_scalars(tmp_path: Path, train_cli) -> None:
     result = train_cli(
         *TINY_DATA, f"data.root={tmp_path / 'synthetic'}", "trainer.max_epochs=2", "logger=csv"

@@ -103,6 +103,7 @@ def test_two_tower_processes_train_and_resume_as_one_grouped_net(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_towers_trains_an_epoch_through_train_py(tmp_path: Path) -> None:
     record = "+callbacks.record._target_=tests.test_towers_strategy.RecordTrainingBatches"
     result = run_towers(tmp_path, "trainer.max_epochs=1", record)

@@ -42,6 +42,7 @@ def test_fast_dev_run_through_the_command_line(tmp_path: Path, train_cli) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_one_epoch_writes_checkpoints_and_wandb_offline_files(tmp_path: Path, train_cli) -> None:
     result = train_cli(
         *TINY_DATA, f"data.root={tmp_path / 'synthetic'}", "trainer.max_epochs=1", "logger=wandb"
@@ -64,6 +65,7 @@ def test_one_epoch_writes_checkpoints_and_wandb_offline_files(tmp_path: Path, tr
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_csv_logger_records_the_metrics(tmp_path: Path, train_cli) -> None:
     result = train_cli(
         *TINY_DATA, f"data.root={tmp_path / 'synthetic'}", "trainer.max_epochs=2", "logger=csv"

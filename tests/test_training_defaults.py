@@ -61,6 +61,7 @@ def spread_ratio(rows: list[dict[str, float]]) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_old_defaults_collapse_and_the_new_ones_do_not(tmp_path: Path) -> None:
     old = health_rows(OLD_DEFAULTS, tmp_path / "old")
     new = health_rows([], tmp_path / "new")
