@@ -32,7 +32,9 @@ def test_github_workflow_runs_make_test_on_push() -> None:
     assert "push" in triggers and "pull_request" in triggers
     steps = workflow["jobs"]["test"]["steps"]
     assert [step.get("run") for step in steps[-2:]] == ["make test", "make test-long"]
-    ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make")]
+    ci_commands = [
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make")
+    ]
     assert ci_commands == ["make test", "make test-long"]  # what runs here stays the same commands
 
 
