@@ -97,3 +97,15 @@ def test_put_section_replaces_only_its_own_section() -> None:
     once = put_section("head\n", SECTION, "first")
     twice = put_section(once, SECTION, "second")
     assert twice.startswith("head\n") and "first" not in twice and twice.count("second") == 1
+
+
+def test_the_short_real_epoch_runs_at_the_checks_settings(tmp_path: Path) -> None:
+    from bench.gpu_check import real_epoch_rows, smoke_settings
+    from src.datasets.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "photos", train_per_class=60, test_per_class=1, image_size=72)
+    rows = real_epoch_rows(smoke_settings(), root, tmp_path / "cache")
+    assert all(r.name.startswith("GPU real epoch: ") for r in rows)
+    assert all(math.isfinite(r.value) and r.value > 0 for r in rows)
+    assert sum("end to end" in r.name for r in rows) == 1  # one worker count: the datamodule's default
+    assert sum("share of the epoch" in r.name for r in rows) == 2
