@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train figure3 test test-long lint format bench clean
+.PHONY: help install demo train figure3 test test-long lint format bench gpu-check clean
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,5 +54,9 @@ clean:  ## remove outputs, caches and the venv (not data/)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
+# make bench ARGS="--data DIR --cache-dir DIR" adds the real-epoch rows (DIR: a folder with train/<class>/)
 bench: $(STAMP)  ## speed benchmarks: prints a table and writes docs/benchmarks.md (ARGS=--quick for a smoke test)
 	$(BIN)/python -m bench.run $(ARGS)
+
+gpu-check: $(STAMP)  ## on one GPU, under 8 minutes: its rows into docs/benchmarks.md (ARGS="--data DIR")
+	$(BIN)/python -m bench.gpu_check $(ARGS)
