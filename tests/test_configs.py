@@ -146,7 +146,7 @@ def test_eval_config_composes(tmp_path: Path) -> None:
 
 
 def test_validation_uses_the_centre_view_and_the_test_ten_by_default(tmp_path: Path) -> None:
-    """Ten-crop validation each epoch costs ~31 % of an epoch (bench/epoch.py); the test keeps section 4.1's."""
+    """Ten-crop validation costs ~31 % of an epoch (bench/epoch.py); the test keeps section 4.1's."""
     cfg = compose_train([], tmp_path)
     assert (cfg.data.val_views, cfg.data.test_views) == ("centre", "ten")
     paper = compose_train(["experiment=paper"], tmp_path)
