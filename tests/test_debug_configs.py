@@ -143,6 +143,7 @@ def test_debug_runs_on_synthetic_data(option: str, tmp_path: Path, train_cli) ->
         rows = csv_rows(run)
         assert "test/acc=" not in result.stdout and max(int(r["epoch"]) for r in rows) == 29
         assert sorted({int(r["epoch"]) for r in rows if r["val/acc"]}) == [9, 19, 29]
+        assert not list(run.rglob("*.ckpt"))  # "no checkpoints", Lightning's own default one included
     if option == "profiler":
         assert "FIT Profiler Report" in output and "run_training_batch" in output
 
