@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 from pathlib import Path
 
 import lightning as L
@@ -67,6 +68,15 @@ def test_a_non_finite_loss_stops_the_run_at_that_step(tmp_path: Path) -> None:
         trainer.fit(module(lr=1e6), train_dataloaders=batches())
     assert trainer.global_step < 50
     assert "what to try" in (tmp_path / DIED_FILE).read_text()
+
+
+def test_the_died_message_names_the_warmed_up_rate_the_last_step_used(tmp_path: Path) -> None:
+    """In a warm-up the groups hold the scheduled rate between steps; step k (from 1) used k/warmup of it."""
+    trainer = quiet_trainer(50, callbacks=[TrainingHealth(every_n_steps=0)], default_root_dir=tmp_path)
+    with pytest.raises(TrainingDiedError) as died:
+        trainer.fit(module(lr=1e6, warmup_steps=250), train_dataloaders=batches())
+    step, lr = re.search(r"step (\d+), epoch \d+ \(lr ([0-9.e+]+)\)", str(died.value)).groups()
+    assert float(lr) == pytest.approx(1e6 * int(step) / 250, rel=1e-2) and float(lr) < 1e6
 
 
 def test_an_output_that_ignores_the_input_stops_the_run(tmp_path: Path) -> None:

@@ -176,7 +176,10 @@ class TrainingHealth(L.Callback):
             self._die(trainer, pl_module, f"the training loss is {loss.detach().float().item()}")
 
     def _die(self, trainer: L.Trainer, pl_module: L.LightningModule, what: str) -> None:
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        if hasattr(pl_module, "last_step_lr") and trainer.optimizers:  # the warmed-up rate the step used
+            lr = pl_module.last_step_lr()
+        else:
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
         message = (
             f"training died at step {trainer.global_step}, epoch {trainer.current_epoch} "
             f"(lr {lr:.3g}): {what}. The checkpoints already written are kept; {WHAT_TO_TRY}."

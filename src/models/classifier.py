@@ -145,6 +145,12 @@ class TowerClassifier(L.LightningModule):
             return 1.0
         return min(1.0, (self.trainer.global_step + 1) / warmup)
 
+    def last_step_lr(self) -> float:
+        """The rate the last optimiser step used, read after it (``global_step`` already counts it)."""
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        warmup = self.hparams.get("warmup_steps", 0)
+        return lr * min(1.0, self.trainer.global_step / warmup) if warmup else lr
+
     def applied_lr(self) -> float:
         """The rate this step's update uses: the scheduled rate times the warm-up factor, counted once.
 
