@@ -205,6 +205,7 @@ def test_help_lists_groups_keys_and_the_readme(tmp_path: Path) -> None:
     for key in ("data.root=", "optimizer.lr=", "trainer.max_epochs=", "trainer.devices=", "ckpt_path=last"):
         assert key in text
     assert "README.md" in text and "Debug and logging" in text
+    assert "resume the run started last (an error if it saved no last.ckpt)" in text  # resume.py's rule
     assert "== Config ==" not in text  # not the whole composed config: --cfg job prints that
 
 
