@@ -37,6 +37,7 @@ from src.models.caffe_weights import (  # noqa: E402
 )
 from src.models.classifier import TowerClassifier, load_network  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
+from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.paths import expand_home  # noqa: E402
 
 VIEW_NAMES = {"centre": "centre", "ten": "ten_crop"}
@@ -101,6 +102,7 @@ def say_what_trained(checkpoint: Path, datamodule: L.LightningDataModule) -> Non
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    quiet_lightning()  # the two notes of Lightning's that train.py drops too (src/utils/console.py)
     evaluate(cfg)
 
 

@@ -78,3 +78,5 @@ def test_eval_runs_on_an_imported_weights_file(tmp_path: Path, eval_cli) -> None
     values = dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", result.stdout, flags=re.MULTILINE))
     assert set(values) == {"test/centre_acc", "test/centre_loss", "test/ten_crop_acc", "test/ten_crop_loss"}
     assert all(float(values[f"test/{name}_acc"]) * 8 % 1 == 0 for name in ("centre", "ten_crop"))
+    output = result.stdout + result.stderr
+    assert "LeafSpec" not in output and "Tip:" not in output  # Lightning's notes, dropped as in train.py
