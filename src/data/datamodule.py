@@ -81,10 +81,14 @@ def whole_number(name: str, value: Any, minimum: int, allow_none: bool = False) 
 
 
 def worker_init(worker_id: int, rank: int) -> None:
-    """A loader worker ignores Ctrl-C: the terminal sends SIGINT to every process of the job, and it is the
-    main process's to handle (``src/callbacks/preemption.py``), which still needs the workers' batches. Then
-    Lightning's own seeding of the worker, which it adds only to loaders without a ``worker_init_fn``."""
+    """A loader worker ignores Ctrl-C and SIGTERM: the terminal sends SIGINT, and SLURM or ``timeout`` send
+    SIGTERM, to every process of the job, and the signal is the main process's to handle
+    (``src/callbacks/preemption.py``), which still needs the workers' batches to reach the end of its step
+    and save. (A worker killed by SIGTERM made the main process crash at the next batch, saving nothing.)
+    The workers end when the main process does. Then Lightning's own seeding of the worker, which it adds
+    only to loaders without a ``worker_init_fn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id, rank=rank)
 
