@@ -138,18 +138,19 @@ class TowerClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[NET_CONFIG_KEY] = self.net.config()
 
-    def warmup_factor(self) -> float:
-        """The share of the scheduled learning rate the current step uses (1 after the warm-up)."""
+    def warmup_factor(self, step: int | None = None) -> float:
+        """The share of the scheduled learning rate step ``step`` (0-based; default: the current step) uses
+        (1 after the warm-up)."""
         warmup = self.hparams.get("warmup_steps", 0)
         if not warmup or self._trainer is None:
             return 1.0
-        return min(1.0, (self.trainer.global_step + 1) / warmup)
+        step = self.trainer.global_step if step is None else step
+        return min(1.0, (step + 1) / warmup)
 
     def last_step_lr(self) -> float:
         """The rate the last optimiser step used, read after it (``global_step`` already counts it)."""
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        warmup = self.hparams.get("warmup_steps", 0)
-        return lr * min(1.0, self.trainer.global_step / warmup) if warmup else lr
+        return lr * self.warmup_factor(self.trainer.global_step - 1)
 
     def applied_lr(self) -> float:
         """The rate this step's update uses: the scheduled rate times the warm-up factor, counted once.
