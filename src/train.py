@@ -4,7 +4,8 @@ Builds the datamodule, network, LightningModule, callbacks, loggers and trainer 
 ``conf/``, fits, tests on the best checkpoint, and returns ``cfg.optimized_metric`` for a sweeper. Where the
 rest lives: resuming (``ckpt_path=last``, ``src/runs/resume.py``), the loggers and W&B (``src/loggers/``),
 stopping on SIGTERM or Ctrl-C with ``checkpoints/last.ckpt`` saved (``src/callbacks/preemption.py``) or on a
-dead run (``src/callbacks/training_health.py``), checkpoints written whole (``src/runs/checkpoint_io.py``).
+dead run (``src/callbacks/training_health.py``), checkpoints written whole or, on a full disk, a message
+naming the one kept (``src/runs/checkpoint_io.py``).
 Whatever can be checked before ``fit`` is: the data's settings (``ImageDataModule``), the crop against the
 net (``src/models/input_size.py``), the batch against the devices, a resume against its checkpoint.
 
@@ -39,7 +40,7 @@ from src.loggers.build import build_loggers, finish  # noqa: E402
 from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
-from src.runs.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
 from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
@@ -75,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as ``cfg`` says; return the metrics Lightning collected, as floats.
 
     A SIGTERM (Ctrl-C) during ``fit`` or ``test`` ends the process with exit code 143 (130), a dead run with
-    exit code 3.
+    exit code 3, a checkpoint that cannot be written (a full disk) with a message and exit code 1.
     """
     keep_freed_memory()  # each step reallocates the same large activations: keep them mapped (+30 % on CPU)
     quiet_lightning()  # two notes of Lightning's that are not about this run (src/utils/console.py)
@@ -101,7 +102,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     close = partial(finish, loggers)
-    with exit_when_stopped(trainer, cfg.paths.output_dir, close), exit_when_dead(trainer, close):
+    with (
+        exit_when_stopped(trainer, cfg.paths.output_dir, close),
+        exit_when_dead(trainer, close),
+        exit_when_write_fails(trainer, cfg.paths.output_dir, close),
+    ):
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
     if trainer.is_global_zero:
         print("final: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics))

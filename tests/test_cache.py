@@ -447,7 +447,7 @@ def test_a_cache_whose_bytes_changed_is_refused_naming_the_file(tmp_path: Path, 
             "meta.json",
         ),
         ("labels.npy", lambda p: p.write_bytes(p.read_bytes()[:60]), "labels.npy: "),
-        ("labels.npy", lambda p: np.save(p, np.full(6, 7)), "labels.npy: labels outside 0..1"),
+        ("labels.npy", lambda p: np.save(p, np.full(6, 7)), "labels.npy: labels 7..7, outside the 0..1"),
         ("pixel_sums.npy", lambda p: np.save(p, np.load(p) + 1), "pixel_sums.npy: its bytes changed"),
     ]:
         path = folder / name
@@ -457,6 +457,25 @@ def test_a_cache_whose_bytes_changed_is_refused_naming_the_file(tmp_path: Path, 
             build_cache(files, tmp_path / "cache", workers=1, progress=False)
         path.write_bytes(kept)
     assert np.array_equal(open_cache(folder, verify=True).images, cache.images)
+
+
+def test_classes_cut_from_meta_json_are_blamed_on_meta_json(tmp_path: Path) -> None:
+    """Valid JSON, wrong content: the labels no longer fit the classes, and labels.npy is as it was built."""
+    files = make_folder(tmp_path / "train", per_class=2)
+    folder = build_cache(files, tmp_path / "cache", workers=1, progress=False).folder
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps(meta | {"classes": ["cat"]}))
+    with pytest.raises(DamagedCacheError) as raised:
+        build_cache(files, tmp_path / "cache", workers=1, progress=False)
+    assert str(raised.value) == (
+        f"the image cache {folder} is damaged: meta.json: \"classes\" lists 1 class ['cat'], but labels.npy, "
+        "unchanged since the build, holds labels 0..1 (2 classes). It holds only decoded copies of your "
+        f"images: delete it (rm -r {folder}) and run again, which rebuilds it"
+    )
+    del meta["checksums"]  # a cache built before the checksums: either file may be the one that changed
+    (folder / "meta.json").write_text(json.dumps(meta | {"classes": ["cat"]}))
+    with pytest.raises(DamagedCacheError, match=r"meta.json or labels.npy: \"classes\" lists 1 class"):
+        open_cache(folder)
 
 
 def test_two_processes_building_at_once_build_once(tmp_path: Path) -> None:

@@ -84,8 +84,15 @@ def test_a_full_disk_never_truncates_a_checkpoint(
 ) -> None:
     env = {"LD_PRELOAD": str(disk_full_library), "TEST_DISK_FULL_FREE": "100000"} | other_filesystem_temp
     result = run_with_fault(tmp_path, "disk_full", env)
-    assert result.returncode != 0 and "No space left on device" in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 1 and "No space left on device" in result.stderr, result.stderr[-3000:]
     checkpoints = the_run_dir(tmp_path) / "checkpoints"
+    # One message, no traceback: what was not written, what is kept, how to go on.
+    assert "Traceback" not in result.stderr and "unexpected pos" not in result.stderr, result.stderr[-3000:]
+    assert "error: could not write the checkpoint " in result.stderr
+    kept = f"Kept, whole: the previous {checkpoints / 'last.ckpt'} (epoch 0, step 3)"
+    assert kept in result.stderr, result.stderr[-3000:]
+    resume = f"then resume: python src/train.py hydra.run.dir={checkpoints.parent} ckpt_path=last"
+    assert resume in result.stderr
     assert (checkpoints / "last.ckpt").read_bytes() == (checkpoints.parent / KEPT).read_bytes()
     for path in checkpoints.iterdir():  # no truncated checkpoint, no half-written temporary file left
         assert path.suffix == ".ckpt" and not path.name.startswith("."), path

@@ -26,15 +26,23 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.demos.boring_classes import BoringModel
 
-from src.callbacks.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
+from src.callbacks.preemption import (
+    INTERRUPTED_EXIT_CODE,
+    PREEMPTED_EXIT_CODE,
+    PreemptionCheckpoint,
+    exit_when_stopped,
+)
 from src.data.datamodule import ImageDataModule
 from src.loggers.wandb_records import find_offline_runs, iter_records, read_history, wait_until_finished
 from src.loggers.wandb_run import RUN_ID_FILE, wandb_run_id
+from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails
 from src.runs.folders import PENDING_SUBDIR
 from src.runs.overrides import merge_overrides
 from src.runs.resume import commit_run_config, resolve_checkpoint, rewrite_command_line
-from tests.conftest import CONF, ROOT, run_env
+from tests.conftest import CONF, ROOT, quiet_trainer, run_env
+from tests.test_checkpoint_io import disk_full, fail_saves
 from tests.test_train import TINY_DATA
 
 SMALL_NET = ["model.conv_widths=[16,32,48,48,32]", "model.fc_width=64"]  # 121 K parameters
@@ -99,13 +107,17 @@ def run_train(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
     )
 
 
-def start_paced_run(tmp_path: Path, *args: str) -> subprocess.Popen:
-    """A 2-epoch training subprocess, returned once it is holding its first training batch (``Pace``)."""
+def start_paced_run(tmp_path: Path, *args: str, own_group: bool = False) -> subprocess.Popen:
+    """A 2-epoch training subprocess, returned once it is holding its first training batch (``Pace``).
+
+    ``own_group``: it leads a process group of its own (as under ``setsid``, or a terminal's job), which
+    its loader workers join: ``signal_first_batch(..., group=True)`` signals them all.
+    """
     pace = ["+callbacks.pace._target_=tests.test_resume.Pace", "trainer.max_epochs=2"]
     process = subprocess.Popen(
         train_command(tmp_path, *args, *pace),
         cwd=tmp_path, env=run_env(tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=own_group,
     )  # fmt: skip
 
     def started() -> bool:
@@ -116,9 +128,14 @@ def start_paced_run(tmp_path: Path, *args: str) -> subprocess.Popen:
     return process
 
 
-def signal_first_batch(process: subprocess.Popen, run: Path, signum: int) -> None:
-    """Send ``signum`` to a paced run holding its first batch, then let the batch go."""
-    process.send_signal(signum)
+def signal_first_batch(process: subprocess.Popen, run: Path, signum: int, group: bool = False) -> None:
+    """Send ``signum`` to a paced run holding its first batch, then let the batch go. ``group``: to its
+    whole process group (``start_paced_run(..., own_group=True)``), as SLURM, ``timeout`` and a terminal
+    send it; else to the main process only."""
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     (run / GO).touch()
 
 
@@ -361,6 +378,70 @@ def test_global_batch_splits_over_devices_and_accumulation(tmp_path: Path) -> No
         dm.device_batch_size(2, 3)
 
 
+class CtrlC(L.Callback):
+    """Ctrl-C (SIGINT to this process) at the start of the first training batch; ``twice``: a second one
+    right after, while that batch runs."""
+
+    def __init__(self, twice: bool) -> None:
+        self.twice = twice
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if trainer.global_step == 0:
+            for _ in range(2 if self.twice else 1):
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_ctrl_c_checkpoint_that_cannot_be_written_is_named_as_last_ckpt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """PreemptionCheckpoint writes a hidden partial file first: the message names the file it was to be."""
+    fail_saves(monkeypatch, disk_full)
+    trainer = quiet_trainer(
+        4,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[PreemptionCheckpoint(tmp_path / "checkpoints"), CtrlC(twice=False)],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(SystemExit) as stopped, exit_when_write_fails(trainer, tmp_path, lambda code: None):
+        trainer.fit(BoringModel())
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert f"error: could not write the checkpoint {last}: No space left on device (" in err
+    assert "No checkpoint of this run is kept, so there is nothing to resume" in err
+    assert not list(tmp_path.glob("checkpoints/*")) and not list(tmp_path.glob("checkpoints/.*"))
+
+
+@pytest.mark.parametrize("second", ["during the batch", "while last.ckpt is written"])
+def test_a_second_ctrl_c_stops_at_once_with_exit_code_130_and_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, second: str
+) -> None:
+    if second == "while last.ckpt is written":  # torch.save turns the handler's exception into its own
+        fail_saves(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    trainer = quiet_trainer(
+        4,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[PreemptionCheckpoint(tmp_path / "checkpoints"), CtrlC(twice=second == "during the batch")],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=tmp_path,
+    )
+    closed: list[int] = []
+    with pytest.raises(SystemExit) as stopped, exit_when_stopped(trainer, tmp_path, closed.append):
+        trainer.fit(BoringModel())
+    assert stopped.value.code == INTERRUPTED_EXIT_CODE and closed == [INTERRUPTED_EXIT_CODE]
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[-1] == (
+        "stopped at once by a second Ctrl-C (exit code 130), saving nothing; run the command again to restart"
+    )
+    assert "KeyboardInterrupt" not in printed.out + printed.err and "Traceback" not in printed.err
+    assert not list(tmp_path.glob("checkpoints/*")) and not list(tmp_path.glob("checkpoints/.*"))
+    assert signal.getsignal(signal.SIGINT) == sigint_handler  # Ctrl-C given back
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 
 
@@ -443,6 +524,24 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) 
     assert_each_epoch_once(rows, epochs=2, steps_per_epoch=3)
     logged = {row["trainer/global_step"] for row in rows if "train/loss_step" in row}
     assert len(set(range(6)) - logged) == 1  # the batch the run stopped at is the only step not logged
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_sigterm_to_the_whole_process_group_with_loader_workers_saves_and_exits_143(tmp_path: Path) -> None:
+    """SLURM and ``timeout`` signal every process of the job: the loader worker must leave SIGTERM to the
+    main process (``worker_init``), which still needs its batches to finish the step and save."""
+    process = start_paced_run(tmp_path, "data.num_workers=1", "logger=csv", own_group=True)
+    run = the_run_dir(tmp_path)
+    signal_first_batch(process, run, signal.SIGTERM, group=True)
+    stdout, stderr = process.communicate(timeout=EVENT_TIMEOUT)
+    assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    saved = checkpoint(last)
+    assert (saved["epoch"], saved["global_step"]) == (0, 1)  # at the end of the batch the signal landed in
+    assert f"saved {last}" in stdout
+    go_on = f"python src/train.py hydra.run.dir={run} ckpt_path=last"
+    assert f"stopped by SIGTERM (exit code 143); to go on: {go_on}" in stderr
 
 
 @pytest.mark.slow

@@ -25,10 +25,13 @@ the sanity check) to the end of ``fit`` (Lightning's teardown puts back the hand
 
 Ctrl-C is served the same way, from ``on_train_start`` to the end of ``fit`` (the handler Lightning found is
 put back in ``teardown``), and exits with ``INTERRUPTED_EXIT_CODE`` (130, 128 + SIGINT). Without it Lightning
-catches the ``KeyboardInterrupt`` and exits with 1, saving nothing. A second Ctrl-C before the batch ends
-raises ``KeyboardInterrupt`` at once, for a user who will not wait (nothing is saved then). Loader worker
-processes ignore SIGINT (``src/data/datamodule.py``): a terminal sends it to the whole process group, and
-a worker that died of it would fail the batch the main process still has to finish.
+catches the ``KeyboardInterrupt`` and exits with 1, saving nothing. A second Ctrl-C before the save is done
+raises ``StoppedAtOnce`` at once, for a user who will not wait: nothing is saved (a checkpoint being written
+is dropped whole), and the process exits with 130 too, with one line (a ``KeyboardInterrupt`` would end in
+Lightning's "Detected KeyboardInterrupt" and exit code 1; a terminal's Ctrl-C reaches every rank, and each
+stops so). Loader worker processes ignore SIGINT and SIGTERM
+(``src/data/datamodule.py``): a terminal, SLURM and ``timeout`` signal the whole process group, and a
+worker that died of it would fail the batch the main process still has to finish.
 
 The saved state is "batch k of epoch e done": ``ckpt_path=last`` resumes inside the epoch with its
 remaining batches (Lightning warns that the loader is not resumable: the resumed part of the epoch draws a
@@ -51,6 +54,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from src.runs.checkpoint_io import CheckpointWriteError
+from src.runs.folders import last_checkpoint
+
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # 130, what a shell reports after Ctrl-C
 SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
@@ -68,6 +74,13 @@ class Preempted(SIGTERMException):
         super().__init__(exit_code_of(signum))
         self.checkpoint = checkpoint
         self.signum = signum
+
+
+class StoppedAtOnce(SIGTERMException):
+    """Raised by a second Ctrl-C, wherever the process is: stop now, saving nothing; exits with 130."""
+
+    def __init__(self) -> None:
+        super().__init__(INTERRUPTED_EXIT_CODE)
 
 
 class PreemptionCheckpoint(L.Callback):
@@ -100,7 +113,7 @@ class PreemptionCheckpoint(L.Callback):
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.requested and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            raise StoppedAtOnce  # the second Ctrl-C: stop now
         if not self.requested:
             rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0"
             name = SIGNAL_NAMES.get(signum, str(signum))
@@ -147,7 +160,10 @@ class PreemptionCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer) -> None:
         """Write the checkpoint beside its final name, then rename it into place (all ranks take part)."""
         partial = self.dirpath / f".{self.filename}.partial"
-        trainer.save_checkpoint(partial, weights_only=False)  # every rank: collective; rank 0 writes
+        try:
+            trainer.save_checkpoint(partial, weights_only=False)  # every rank: collective; rank 0 writes
+        except CheckpointWriteError as failed:  # named after the file it was to become
+            raise CheckpointWriteError(self.path, failed.cause) from failed.cause
         if trainer.is_global_zero:
             os.replace(partial, self.path)
             print(
@@ -181,13 +197,15 @@ def exit_when_stopped(
         yield
     except SIGTERMException as stop:
         code = INTERRUPTED_EXIT_CODE if stop.code == INTERRUPTED_EXIT_CODE else PREEMPTED_EXIT_CODE
-        if trainer.is_global_zero:
+        go_on = f"python src/train.py hydra.run.dir={output_dir} ckpt_path=last"
+        if isinstance(stop, StoppedAtOnce):
+            last = last_checkpoint(Path(output_dir))  # an earlier epoch's, if any
+            then = f"to go on from {last}: {go_on}" if last.is_file() else "run the command again to restart"
+            line = f"stopped at once by a second Ctrl-C (exit code {code}), saving nothing; {then}"
+        else:
             name = "Ctrl-C" if code == INTERRUPTED_EXIT_CODE else "SIGTERM"
-            print(
-                f"stopped by {name} (exit code {code}); to go on: "
-                f"python src/train.py hydra.run.dir={output_dir} ckpt_path=last",
-                file=sys.stderr,
-                flush=True,
-            )
+            line = f"stopped by {name} (exit code {code}); to go on: {go_on}"
+        if trainer.is_global_zero:
+            print(line, file=sys.stderr, flush=True)
         close(code)
         raise SystemExit(code if trainer.is_global_zero else 0) from None

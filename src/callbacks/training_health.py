@@ -26,9 +26,8 @@ checkpoints already written (the last good epoch's ``last.ckpt``) are kept as th
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from torch import nn
 
 from src.models.alexnet import CONV_NAMES, FC_NAMES
 from src.utils.atomic import write_atomic
+from src.utils.exits import exit_on_error
 
 DIED_EXIT_CODE = 3
 DIED_FILE = "DIED.txt"
@@ -207,14 +207,7 @@ def _find(net: nn.Module, name: str) -> nn.Module | None:
     return None
 
 
-@contextmanager
-def exit_when_dead(trainer: L.Trainer, close: Callable[[int], None]) -> Iterator[None]:
+def exit_when_dead(trainer: L.Trainer, close: Callable[[int], None]) -> AbstractContextManager[None]:
     """After a dead run in the block (``TrainingDiedError``): say why, ``close(3)`` (the loggers), exit with
     ``DIED_EXIT_CODE`` (3)."""
-    try:
-        yield
-    except TrainingDiedError as died:
-        if trainer.is_global_zero:
-            print(f"error: {died}", file=sys.stderr, flush=True)
-        close(DIED_EXIT_CODE)
-        raise SystemExit(DIED_EXIT_CODE) from None
+    return exit_on_error(TrainingDiedError, DIED_EXIT_CODE, trainer, close)

@@ -198,7 +198,7 @@ class ImageCache:
         self.checksums: dict[str, Any] | None = meta.get("checksums")
         self.labels: np.ndarray = self._load_array("labels.npy", (count,))
         if count and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
-            raise self.damaged("labels.npy", f"labels outside 0..{len(self.classes) - 1}")
+            raise self._labels_do_not_fit_classes()
         expected = count * self.image_size * self.image_size * 3
         size = (folder / IMAGES_FILE).stat().st_size if (folder / IMAGES_FILE).exists() else -1
         if len(self.paths) != count or size != expected:
@@ -218,6 +218,28 @@ class ImageCache:
         return DamagedCacheError(
             f"the image cache {self.folder} is damaged: {name}: {what}. It holds only decoded copies of your "
             f"images: delete it (rm -r {self.folder}) and run again, which rebuilds it"
+        )
+
+    def _labels_do_not_fit_classes(self) -> DamagedCacheError:
+        """The error for labels outside ``meta.json``'s classes, naming the file that changed: ``labels.npy``
+        if its CRC-32 differs from the one its build recorded in ``meta.json``, else ``meta.json``'s classes
+        (both files when the cache has no checksums)."""
+        low, high = int(self.labels.min()), int(self.labels.max())
+        n = len(self.classes)
+        listed = f'"classes" lists {n} class{"es" if n != 1 else ""} {self.classes}'
+        recorded = (self.checksums or {}).get("labels.npy")
+        if recorded is None:
+            return self.damaged(f"{META_FILE} or labels.npy", f"{listed}, but labels.npy holds {low}..{high}")
+        if _crc32_file(self.folder / "labels.npy") == recorded:
+            return self.damaged(
+                META_FILE,
+                f"{listed}, but labels.npy, unchanged since the build, holds labels {low}..{high} "
+                f"({high + 1} classes)",
+            )
+        return self.damaged(
+            "labels.npy",
+            f"labels {low}..{high}, outside the 0..{n - 1} of the {n} classes {META_FILE} lists (its bytes "
+            "changed since the cache was built)",
         )
 
     def _load_array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
