@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
 from src.data.datamodule import ImageDataModule, split_by_source
 from src.data.images import load_square_rgb
 from src.data.layouts import find_labelled_images
+from tests.conftest import quiet_trainer
 
 
 def write_image(
@@ -188,6 +191,54 @@ def test_ten_training_views_make_ten_items_per_image(tmp_path: Path) -> None:
     assert views.shape == (4, 3, 224, 224)
 
 
+def test_overfit_batches_are_the_same_each_epoch_and_hold_every_class(tmp_path: Path) -> None:
+    """Lightning's ``overfit_batches`` takes the first batches of a loader read in order; in file order (all
+    the cats, then all the dogs) those would be of one class, which the last bias alone fits."""
+    make_dataset(tmp_path, per_class=40)  # 24 training and 16 validation images of each class
+    dm = datamodule(tmp_path, batch_size=8, train_views="centre", val_views="centre", val_fraction=0.4)
+    dm.setup("fit")
+    for split in ("train", "val"):  # what a plain unshuffled loader would give: 16 cats
+        assert set(dm.datasets[split].cache.labels[dm.datasets[split].indices[:16]].tolist()) == {0}
+    dm.trainer = quiet_trainer(max_steps=1, overfit_batches=2)
+    for split, loader in (("train", dm.train_dataloader), ("val", dm.val_dataloader)):
+        epochs = [[labels for _, labels in itertools.islice(loader(), 2)] for _ in range(2)]
+        assert isinstance(loader().sampler, SequentialSampler), split  # Lightning keeps it as it is
+        assert set(torch.cat(epochs[0]).tolist()) == {0, 1}, split  # both classes in the two batches
+        assert all(torch.equal(a, b) for a, b in zip(*epochs, strict=True)), split  # the same every epoch
+    (images, _), (again, _) = (next(iter(dm.train_dataloader())) for _ in range(2))
+    assert torch.equal(images, again)  # train_views=centre: the same pixels, no random crop or flip
+
+
+def test_validation_and_test_under_ddp_count_every_image_once(tmp_path: Path) -> None:
+    """torch's DistributedSampler pads a split to a multiple of the processes with repeats (5 test images on
+    2 processes: 6, one counted twice); the datamodule shards evaluation without padding instead."""
+    make_dataset(tmp_path)
+    (tmp_path / "test" / "dog.2.jpg").unlink()  # 5 test images
+    dm = datamodule(tmp_path)
+    dm.setup("fit")
+    dm.setup("test")
+    seen = {"val": [], "test": []}
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(
+            global_rank=rank, world_size=2, overfit_batches=0,
+            strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank}),
+        )  # fmt: skip
+        for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+            assert isinstance(loader.sampler, DistributedSampler)  # so Lightning keeps it, adds none
+            seen[split] += list(loader.sampler)
+            assert len(loader.sampler) == len(list(loader.sampler))
+        assert isinstance(dm.train_dataloader().sampler, RandomSampler)  # training: Lightning's, padded
+    assert sorted(seen["test"]) == [0, 1, 2, 3, 4]
+    assert sorted(seen["val"]) == list(range(len(dm.datasets["val"])))
+    dm.trainer = SimpleNamespace(
+        global_rank=0,
+        world_size=2,
+        overfit_batches=0,
+        strategy=SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 1, "rank": 0}),
+    )  # trainer=towers: every rank, every image
+    assert isinstance(dm.test_dataloader().sampler, SequentialSampler)
+
+
 def test_datamodule_checks_the_number_of_classes(tmp_path: Path) -> None:
     make_dataset(tmp_path)
     with pytest.raises(ValueError, match=r"has 2 classes \['cat', 'dog'\], but data.num_classes=3"):
@@ -321,6 +372,25 @@ def test_entries_that_are_not_read_are_listed_with_why(tmp_path: Path, capsys: p
     printed = capsys.readouterr().out
     assert "4 entries not read: README.txt (outside any class folder); cat/.DS_Store (hidden)" in printed
     assert "cat/gone.png (a broken link); cat/more (a sub-folder, 1 files not read)" in printed
+
+
+def test_entries_not_read_are_listed_once_in_a_fit_then_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Lightning calls prepare_data again for trainer.test, after fit's: the caches in use are not read
+    again."""
+    folders_dataset(tmp_path, {"cat": 5, "dog": 5})
+    folders_dataset(tmp_path, {"cat": 2, "dog": 2}, split="test")
+    (tmp_path / "train" / "README.txt").write_text("x")
+    sourced: list[Path] = []
+    dm = folders_module(tmp_path, source=sourced.append)  # a source says "dataset at ... is up to date"
+    for stage in ("fit", "test"):  # what trainer.fit, then trainer.test, call
+        dm.prepare_data()
+        dm.setup(stage)
+    printed = capsys.readouterr().out
+    assert printed.count("1 entries not read: README.txt (outside any class folder)") == 1, printed
+    assert printed.count("using cache") == 0 and sourced == [tmp_path]  # nothing checked twice
+    assert len(dm.datasets["train"]) == 8 and len(dm.datasets["test"]) == 4
 
 
 def test_a_root_with_a_tilde_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

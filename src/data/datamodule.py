@@ -7,9 +7,18 @@ splits a validation set off ``train/`` by source image, seeded and per class, so
 photograph land on both sides (the Dogs vs Cats reproduction split its already-augmented crops, which inflates
 validation accuracy: ../shared/PAPER.md). A labelled ``<root>/test`` is the test set when present.
 
-Views (``views.py``, section 4.1): training uses ``random`` 224 patches and flips (the paper) or the ``ten``
-fixed views (the Dogs vs Cats reproduction: ten items per image per epoch); validation and test average the
-softmax over the ten views (``ten``) or use the ``centre`` patch.
+Views (``views.py``, section 4.1): training uses ``random`` 224 patches and flips (the paper), the ``ten``
+fixed views (the Dogs vs Cats reproduction: ten items per image per epoch) or the ``centre`` patch alone (no
+augmentation: ``debug=overfit``); validation and test average the softmax over the ten views (``ten``) or use
+the ``centre`` patch.
+
+Lightning's ``trainer.overfit_batches=N`` trains and validates on the first N batches of each split, read in
+order; a split's images are in file order, class after class, so those batches would hold one class only and
+a net could fit them by its last bias alone, without looking at the images. While the trainer overfits, the
+training and validation splits are read in a fixed random order instead (``split_seed``): the same batches
+every epoch, of every class (``_overfit_order``).
+
+Under DDP, validation and test are sharded without padding (``samplers.py``), so every image counts once.
 
 Batches travel as uint8 (a quarter of the bytes of float32) and become floats on the device the model runs
 on, in ``on_after_batch_transfer``: PCA lighting for training batches (``lighting.py``), minus the mean
@@ -37,11 +46,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.cache import ImageCache, build_cache
 from src.data.layouts import describe_ignored, find_labelled_images
 from src.data.lighting import PCA_STD, PCALighting
+from src.data.samplers import EvalShard
 from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
 from src.utils.paths import expand_home
 
@@ -124,7 +134,8 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: loader processes; ``None`` picks ``min(8, cpus - 1)``.
         image_size: side of the cached square image (section 2: 256).
         crop_size: side of the patches the network sees (section 4.1: 224).
-        train_views: ``random`` (section 4.1) or ``ten`` (the ten fixed views, ten items per image).
+        train_views: ``random`` (section 4.1), ``ten`` (the ten fixed views, ten items per image) or
+            ``centre`` (the centre patch, unflipped: no augmentation).
         val_views, test_views: ``ten`` (average over ten views, section 4.1) or ``centre``.
         pca_std: standard deviation of the PCA lighting coefficients (section 4.1: 0.1); 0 turns it off.
         normalize: ``mean`` (section 2: subtract the mean pixel, keep the 0..255 scale) or ``mean_std``
@@ -205,6 +216,7 @@ class ImageDataModule(L.LightningDataModule):
         self.classes: list[str] = []
         self.datasets: dict[str, CachedViews] = {}
         self._prepared: dict[str, ImageCache] = {}  # caches prepare_data built in this process
+        self._sourced = False  # prepare_data had the source make sure of the files
         self.lighting: PCALighting | None = None
         self.register_pixel_stats(np.zeros(3, np.float32), np.ones(3, np.float32))
 
@@ -280,10 +292,16 @@ class ImageDataModule(L.LightningDataModule):
         """Make sure the files are there (``source``), then build the caches (one process per node).
 
         Only the splits present are cached: a fit without ``train/`` stops in ``setup``, naming the folder.
+        Lightning calls this again for each entry point (``trainer.test`` after ``trainer.fit``): a split
+        this process already prepared or set up is not listed, checked and reported a second time, nor is
+        the source asked again.
         """
-        if self.source is not None:
+        if self.source is not None and not self._sourced:
             self.source(self.root)
+            self._sourced = True
         for split in ("train", "test"):
+            if split in self._prepared or split in self.datasets:
+                continue
             if (self.root / split).is_dir():
                 self._prepared[split] = self._cache(split, verify=True)  # checksums: once per node
 
@@ -352,14 +370,29 @@ class ImageDataModule(L.LightningDataModule):
     def _eval_mode(self, split: str) -> str:
         return "ten_crop" if self.eval_views[split] == "ten" else "centre"
 
+    def _overfit_order(self, dataset: CachedViews) -> Subset:
+        """``dataset`` read in a fixed random order (``split_seed``), so that the first batches, which
+        Lightning's ``overfit_batches`` takes, hold every class (see the module docstring)."""
+        order = np.random.default_rng(self.split_seed).permutation(len(dataset))
+        return Subset(dataset, order.tolist())
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} split: {self.root / split} was not found")
-        rank = self.trainer.global_rank if self.trainer is not None else 0
+        trainer = self.trainer
+        dataset: Dataset = self.datasets[split]
+        if split != "test" and trainer is not None and trainer.overfit_batches > 0:
+            dataset, shuffle = self._overfit_order(self.datasets[split]), False  # the same batches each epoch
+        rank = trainer.global_rank if trainer is not None else 0
+        shards = data_shards(trainer) if trainer is not None else 1
+        # validation and test under DDP: each image once, no padding (samplers.py); Lightning keeps a
+        # DistributedSampler it is given
+        sampler = EvalShard(dataset, shards, rank) if split != "train" and shards > 1 else None
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.per_device_batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

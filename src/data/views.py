@@ -4,6 +4,7 @@ Training, section 4.1: "extracting random 224x224 patches (and their horizontal 
 images" (``random``). A Dogs vs Cats reproduction instead fixed the views offline: the four corner patches
 and the centre patch, each also mirrored (``ten``), so an epoch shows every image ten times. Storing the
 256x256 image once and cutting the view when it is read gives exactly that set at a fifth of the disk.
+``centre`` as training views is no augmentation at all (``debug=overfit``: the same inputs every epoch).
 
 Testing, section 4.1: "the network makes a prediction by extracting five 224x224 patches (the four corner
 patches and the center patch) as well as their horizontal reflections (hence ten patches in all), and
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset
 
 from src.data.cache import ImageCache
 
-TRAIN_VIEWS = ("random", "ten")
+TRAIN_VIEWS = ("random", "ten", "centre")
 EVAL_VIEWS = ("ten", "centre")
 VIEWS_PER_IMAGE = 10
 PATCH_NAMES = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
