@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
@@ -29,13 +30,14 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from src.data.datamodule import ImageDataModule  # noqa: E402
 from src.loggers.build import build_loggers, finish  # noqa: E402
 from src.models.caffe_weights import (  # noqa: E402
     WEIGHTS_SUFFIX,
     alexnet_from_caffe_weights,
     caffe_pixel_statistics,
 )
-from src.models.classifier import TowerClassifier, load_network  # noqa: E402
+from src.models.classifier import TowerClassifier, network_from_checkpoint  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.paths import expand_home  # noqa: E402
@@ -52,11 +54,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     imported = checkpoint.suffix == WEIGHTS_SUFFIX
     if imported:
         net = alexnet_from_caffe_weights(checkpoint, **(cfg.get("imported_net") or {}))
+        data_state = None
     else:
-        net = load_network(checkpoint)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        net = network_from_checkpoint(saved, checkpoint)
+        data_state = saved.get(ImageDataModule.__qualname__)  # the training run's datamodule state
+        del saved  # the weights are in the net; the optimiser's state is not needed
+    callbacks = [RestoreDataState(data_state)] if data_state is not None else []
     module = TowerClassifier(net=net)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=[])
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -66,13 +73,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if not datamodule.has_test_split:
             raise FileNotFoundError(f"no test split: {datamodule.root / 'test'} does not exist")
         if not imported and views == "centre":
-            say_what_trained(checkpoint, datamodule)
-        if imported:  # the module holds the weights; the pixel statistics are Caffe's
+            say_what_trained(checkpoint, data_state, datamodule)
+        if imported:  # the pixel statistics are Caffe's
             datamodule.register_pixel_stats(*caffe_pixel_statistics())
-        # ckpt_path restores the weights and the training run's pixel statistics (the datamodule's state).
-        (metrics,) = trainer.test(
-            module, datamodule=datamodule, ckpt_path=None if imported else str(checkpoint), weights_only=False
-        )
+        # No ckpt_path: the net already holds the weights, and RestoreDataState gives the datamodule the
+        # training run's pixel statistics. ckpt_path would also restore the training run's callbacks, which
+        # an evaluation has none of: Lightning warned about each of them, and about its own ModelCheckpoint
+        # taking the state of the run's last-checkpoint callback.
+        (metrics,) = trainer.test(module, datamodule=datamodule)
         results[f"test/{name}_acc"] = float(metrics["test/acc"])
         results[f"test/{name}_loss"] = float(metrics["test/loss"])
 
@@ -86,14 +94,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-def say_what_trained(checkpoint: Path, datamodule: L.LightningDataModule) -> None:
-    """Print the data the checkpoint was trained on beside the test data (the classes are checked when the
-    checkpoint is loaded)."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    data = saved.get(type(datamodule).__qualname__) or {}
-    if data.get("classes"):
+class RestoreDataState(L.Callback):
+    """Give the datamodule its state from the checkpoint (the training run's pixel statistics, classes and
+    data root) once its test split is set up, as ``trainer.test(ckpt_path=...)`` would: loading it checks
+    the classes against the test split's (``ImageDataModule.load_state_dict``)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.datamodule is not None:
+            trainer.datamodule.load_state_dict(self.state)
+
+
+def say_what_trained(checkpoint: Path, state: dict[str, Any] | None, datamodule: ImageDataModule) -> None:
+    """Print the data the checkpoint was trained on (its datamodule ``state``) beside the test data (the
+    classes are checked when that state is loaded: ``RestoreDataState``)."""
+    if state and state.get("classes"):
         print(
-            f"{checkpoint.name}: trained on {data.get('root')} (classes {data['classes']}); "
+            f"{checkpoint.name}: trained on {state.get('root')} (classes {state['classes']}); "
             f"testing on {datamodule.root / 'test'}"
         )
     else:

@@ -11,6 +11,12 @@ from PIL import Image
 
 from tests.test_train import TINY_DATA, TINY_GENERATED, run_dir
 
+# What Lightning printed when eval restored a training checkpoint through trainer.test(ckpt_path=...).
+CHECKPOINT_CALLBACK_WARNINGS = (
+    "callbacks used to create the checkpoint need to be provided",
+    "The dirpath has changed from",
+)
+
 
 @pytest.mark.slow
 @pytest.mark.long
@@ -29,6 +35,9 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
     assert values["test/centre_loss"] != values["test/ten_crop_loss"]  # ten views are not the centre alone
     assert "wrote" not in result.stdout  # the data the run trained on, not a regenerated set
     assert f"last.ckpt: trained on {tmp_path / 'synthetic'} (classes ['cat', 'dog'])" in result.stdout
+    output = result.stdout + result.stderr
+    for warning in CHECKPOINT_CALLBACK_WARNINGS:  # the training run's callbacks are not restored
+        assert warning not in output, output[-3000:]
     (metrics,) = (tmp_path / "outputs" / "eval" / "runs").glob("*/csv/version_0/metrics.csv")
     assert "test/ten_crop_acc" in metrics.read_text()
 

@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from src.loggers.wandb_records import (
     record_log_files,
     wait_until_finished,
 )
+from tests.conftest import ROOT, run_env
 
 COLOUR_MEANS = [0.125, 0.25, 0.375, 0.5]  # logged at steps 0..3
 BIG = "".join(chr(ord("a") + i % 26) for i in range(100_000))  # one record over three 32 KiB blocks
@@ -262,3 +265,30 @@ def test_lightning_wandb_logger(lightning_run: tuple[Path, np.ndarray]) -> None:
     config = read_config(run_dir)
     assert config["lr"] == 0.1
     assert config["model"] == {"depth": 5}
+
+
+# An offline W&B run built as src/train.py builds it (conf/logger/wandb.yaml, src/loggers/), in a process of
+# its own: wandb prints a warning once per process.
+PROJECT_LOGGER_RUN = """
+import sys
+from pathlib import Path
+from src.loggers.build import build_loggers, finish
+from tests.conftest import compose_train
+(logger,) = build_loggers(compose_train(["logger=wandb"], Path(sys.argv[1])))
+logger.log_metrics({"x": 1.5}, step=3)
+finish([logger])
+"""
+
+
+def test_the_projects_wandb_run_prints_no_anonymous_warning(tmp_path: Path) -> None:
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", PROJECT_LOGGER_RUN, str(output_dir)],
+        cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "W&B: no API key found, logging offline" in output  # the project's own offline path
+    assert "anonymous" not in output, output[-3000:]  # wandb 0.31: "The anonymous setting has no effect ..."
+    (run_dir,) = find_offline_runs(output_dir)
+    assert metric_series(read_history(wait_until_finished(run_dir)), "x") == [(3, 1.5)]

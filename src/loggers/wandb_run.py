@@ -197,9 +197,22 @@ def wandb_logger(logger_cfg: DictConfig, output_dir: str | Path) -> WandbLogger:
     if rank_zero_only.rank == 0:
         write_run_id(output_dir, run_id)
     logger = hydra.utils.instantiate(logger_cfg, id=run_id, version=None)
+    drop_unset_anonymous(logger)
     if rank_zero_only.rank == 0:  # val/acc as its maximum in the runs table, val/loss as its minimum
         define_run_metrics(logger.experiment)
     return logger
+
+
+def drop_unset_anonymous(logger: WandbLogger) -> None:
+    """Leave wandb's ``anonymous`` setting unset unless the config asks for it.
+
+    Lightning's ``WandbLogger`` always hands ``wandb.init`` an ``anonymous`` argument, ``"allow"`` for
+    ``anonymous=True`` and else ``None``, and wandb 0.31 prints "The anonymous setting has no effect and will
+    be removed in a future version" for any value it is given, ``None`` included: on every W&B run. The
+    ``None`` is taken out; a ``logger.wandb.anonymous=true`` still reaches wandb, which then says so.
+    """
+    if logger._wandb_init.get("anonymous", False) is None:  # Lightning's only way in: the arguments it keeps
+        del logger._wandb_init["anonymous"]
 
 
 # --- names, groups and notes (conf/logger/wandb.yaml) -------------------------------------------------------
