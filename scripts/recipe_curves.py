@@ -1,11 +1,13 @@
 """Per-epoch curves of training runs, as one CSV and one markdown table (README, "Training defaults").
 
-    python scripts/recipe_curves.py --out docs/recipes LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+    python scripts/recipe_curves.py --out docs/recipes [--keep] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
-Reads each run's ``csv/version_0/metrics.csv`` (``logger=csv``) and writes ``<out>/curves.csv`` (one row
-per run and epoch: mean training loss, validation accuracy, conv1's low-frequency share) and
-``<out>/curves.md`` (train loss / val acc per epoch, one row per run). A run that stopped because it died
-(``DIED.txt`` in its folder) is marked with the step and reason it printed.
+Reads each run's ``csv/version_*/metrics.csv`` (``logger=csv``; a resumed run's versions in order, later
+values win) and writes ``<out>/curves.csv`` (one row per run and epoch: mean training loss, validation
+accuracy, conv1's low-frequency share) and ``<out>/curves.md`` (train loss / val acc per epoch, one row per
+run). A run that stopped because it died (``DIED.txt`` in its folder) is marked with the step and reason it
+printed. ``--keep`` keeps the runs already in ``<out>/curves.csv`` whose labels are not given again (their
+folders may be gone: the CSV is their record), in their order, before the new ones.
 """
 
 from __future__ import annotations
@@ -15,48 +17,70 @@ import csv
 import io
 from pathlib import Path
 
+from src.analysis.figure3_report import metrics_files
+
 COLUMNS = ["run", "epoch", "train_loss", "val_acc", "low_freq"]
 
 
 def epoch_rows(run_dir: Path) -> list[dict[str, float]]:
-    """Per finished epoch: train/loss_epoch, val/acc and kernels/low_freq from the run's metrics.csv."""
-    metrics = run_dir / "csv" / "version_0" / "metrics.csv"
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics}: not a logger=csv run folder")
+    """Per finished epoch: train/loss_epoch, val/acc and kernels/low_freq from the run's metrics.csv files."""
+    versions = metrics_files(run_dir)
+    if not versions:
+        raise FileNotFoundError(f"{run_dir}: no csv/version_*/metrics.csv: not a logger=csv run folder")
     epochs: dict[int, dict[str, float]] = {}
-    with open(metrics) as file:
-        for row in csv.DictReader(file):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            for key, name in (("train/loss_epoch", "train_loss"), ("val/acc", "val_acc")):
-                if row.get(key):
-                    epochs.setdefault(epoch, {})[name] = float(row[key])
-            if row.get("kernels/low_freq") and row.get("val/acc"):
-                epochs.setdefault(epoch, {})["low_freq"] = float(row["kernels/low_freq"])
+    for metrics in versions:
+        with open(metrics) as file:
+            for row in csv.DictReader(file):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                for key, name in (("train/loss_epoch", "train_loss"), ("val/acc", "val_acc")):
+                    if row.get(key):
+                        epochs.setdefault(epoch, {})[name] = float(row[key])
+                if row.get("kernels/low_freq") and row.get("val/acc"):
+                    epochs.setdefault(epoch, {})["low_freq"] = float(row["kernels/low_freq"])
     return [{"epoch": e} | epochs[e] for e in sorted(epochs) if "val_acc" in epochs[e]]
+
+
+def kept_rows(curves: Path, replaced: set[str]) -> dict[str, list[dict[str, float]]]:
+    """The runs already in ``curves`` (a curves.csv) whose labels are not in ``replaced``, in file order."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    if not curves.is_file():
+        return runs
+    with open(curves, newline="") as file:
+        for row in csv.DictReader(file):
+            if row["run"] in replaced:
+                continue
+            values: dict[str, float] = {"epoch": int(row["epoch"])}
+            values |= {k: float(row[k]) for k in ("train_loss", "val_acc", "low_freq") if row.get(k)}
+            runs.setdefault(row["run"], []).append(values)
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--keep", action="store_true", help="keep the runs already in <out>/curves.csv")
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     args = parser.parse_args()
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, COLUMNS)
     writer.writeheader()
+    specs = [spec.partition("=")[::2] for spec in args.runs]
+    kept = kept_rows(args.out / "curves.csv", {label for label, _ in specs}) if args.keep else {}
+    runs = [(label, rows, None) for label, rows in kept.items()]
+    for label, folder in specs:
+        run_dir = Path(folder).expanduser()
+        runs.append((label, epoch_rows(run_dir), run_dir))
     lines = []
     width = 0
-    for spec in args.runs:
-        label, _, folder = spec.partition("=")
-        run_dir = Path(folder).expanduser()
-        rows = epoch_rows(run_dir)
+    for label, rows, run_dir in runs:
         width = max(width, len(rows))
         for row in rows:
             writer.writerow({"run": label} | {k: (f"{v:.4f}" if k != "epoch" else v) for k, v in row.items()})
         cells = [f"{r.get('train_loss', float('nan')):.2f} / {r['val_acc']:.3f}" for r in rows]
-        died = run_dir / "DIED.txt"
-        if died.is_file():
+        died = run_dir / "DIED.txt" if run_dir else None
+        if died and died.is_file():
             cells.append("died: " + died.read_text().split(":")[0].removeprefix("training died at "))
         lines.append((label, cells))
     header = "| run | " + " | ".join(f"epoch {e + 1}" for e in range(width)) + " |"

@@ -234,3 +234,28 @@ def test_an_archived_run_reads_as_the_run_itself_with_its_times(tmp_path: Path) 
     )
     assert copy.fit_s == pytest.approx(FIT_S) and copy.job_s == pytest.approx(JOB_S)
     assert '"commit": "abc123"' in (kept / RUN_FILE).read_text()
+
+
+def test_a_resumed_runs_wall_times_leave_out_the_pause(tmp_path: Path) -> None:
+    """Stopped after epoch 2's picture, resumed 10,000 s later (a second csv/version_1 process): the pause
+    counts neither in the fit nor in the job; the part of epoch 3 lost at the stop is left out as well."""
+    run = tmp_path / "t1_s0"
+    fake_run(run, 1, 0, 0.3, 0.6, 0.5, 0.7)
+    version_0, version_1 = run / "csv" / "version_0", run / "csv" / "version_1"
+    version_1.mkdir()
+    (version_1 / "metrics.csv").write_text((version_0 / "metrics.csv").read_text())
+    resumed = START + 10_000.0
+    times = {
+        version_0 / "hparams.yaml": START - 10,
+        version_0 / "metrics.csv": START + 250,  # the last flush before the stop, inside epoch 3
+        version_1 / "hparams.yaml": resumed,
+        version_1 / "metrics.csv": resumed + 400,
+    }
+    times |= {run / "kernels" / f"epoch_{e:03d}_figure3.png": START + 100 * e for e in range(EPOCHS)}
+    times[run / "kernels" / f"epoch_{EPOCHS:03d}_figure3.png"] = resumed + 150
+    for path, when in times.items():
+        path.touch()
+        os.utime(path, (when, when))
+    read = read_run(run)
+    assert read.fit_s == pytest.approx(100 * (EPOCHS - 1) + 150)
+    assert read.job_s == pytest.approx(260 + 400)

@@ -32,8 +32,12 @@ Each argument is a run folder (one holding ``csv/version_*/metrics.csv``), a fol
 initialisation (written when training starts, after the data cache is ready) to the last epoch's picture
 (written after its validation): all training and per-epoch validation, no cache building, no test; the
 tables show it. ``job_s`` (CSV only): from ``.hydra/config.yaml`` (written when the job starts) to the last
-write of ``metrics.csv`` (after the test): the whole job. Both include the pause of a resumed run, and both
-are lost when run folders are copied without their times (copy with ``cp -p`` or ``rsync -t``).
+write of ``metrics.csv`` (after the test): the whole job. A resumed run has one ``csv/version_*`` per
+process, each starting with its ``hparams.yaml``: the time between a stop and the resume is left out of
+both (``fit_s`` counts an epoch from the later of its previous picture and the last process start before
+its own picture, so the part of an epoch lost at the stop is left out too; ``job_s`` sums each process's
+``hparams.yaml`` to its last ``metrics.csv`` write). Both are lost when run folders are copied without their
+times (copy with ``cp -p`` or ``rsync -t``).
 
 **References.** The random-initialisation band of an arm is the mean +- 2 sd of the split of freshly
 initialised nets with its tower count (the project's ``model.init=kaiming_paper_conv1``; conv1 is all that is
@@ -199,6 +203,12 @@ def _version(path: Path) -> int:
     return int(path.parent.name.rpartition("_")[2] or 0)
 
 
+def metrics_files(run_dir: Path) -> list[Path]:
+    """The run's ``csv/version_*/metrics.csv``, in the order its processes wrote them (a resumed run has
+    one per process; read in this order, later values win)."""
+    return sorted(run_dir.glob(METRICS_GLOB), key=_version)
+
+
 def _numbers(row: dict[str, str | None]) -> dict[str, float]:
     out = {}
     for key, text in row.items():
@@ -215,7 +225,7 @@ def read_metrics(run_dir: Path) -> tuple[dict[int, dict[str, float]], float | No
     """Per epoch trained, ``val/acc`` and the ``kernels/*`` scores; and the last ``test/acc``."""
     epochs: dict[int, dict[str, float]] = {}
     test_acc = None
-    for path in sorted(run_dir.glob(METRICS_GLOB), key=_version):
+    for path in metrics_files(run_dir):
         with path.open(newline="") as file:
             for row in csv.DictReader(file):
                 values = _numbers(row)
@@ -237,6 +247,34 @@ def _span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else end - start
 
 
+def _fit_seconds(pictures: Sequence[Path], process_starts: Sequence[float]) -> float | None:
+    """Training time from the epochs' pictures (in epoch order), leaving out the pauses of a resumed run.
+
+    Epoch e counts from the later of picture e - 1 and the last process start before picture e.
+    """
+    times = [t for t in map(_mtime, pictures) if t is not None]
+    if len(times) < 2:
+        return None
+    total = 0.0
+    for previous, current in zip(times, times[1:], strict=False):
+        begun = max([previous, *(s for s in process_starts if previous < s < current)])
+        total += current - begun
+    return total
+
+
+def _job_seconds(run_dir: Path, config_path: Path) -> float | None:
+    """The job's time: one span per process (``csv/version_*``), from its ``hparams.yaml`` to its last
+    ``metrics.csv`` write; without ``hparams.yaml``, from ``.hydra/config.yaml`` to the last write."""
+    spans = []
+    files = metrics_files(run_dir)
+    for metrics in files:
+        start = _mtime(metrics.with_name("hparams.yaml"))
+        if start is None:
+            return _span(_mtime(config_path), max(_mtime(p) or 0.0 for p in files))
+        spans.append(_span(start, _mtime(metrics)) or 0.0)
+    return sum(spans) if spans else None
+
+
 def read_run(run_dir: str | os.PathLike[str], label: str | None = None) -> Run:
     """One run folder, read as the module docstring says.
 
@@ -252,12 +290,12 @@ def read_run(run_dir: str | os.PathLike[str], label: str | None = None) -> Run:
     seed = OmegaConf.select(config, "seed", throw_on_resolution_failure=False)
     epochs, test_acc = read_metrics(run_dir)
     pictures = sorted(run_dir.glob(PICTURES_GLOB))
-    metrics_end = max((_mtime(p) or 0.0 for p in run_dir.glob(METRICS_GLOB)), default=None)
     status = "tested" if test_acc is not None else "no test"
     if (run_dir / DIED_FILE).is_file():
         status = "died"
-    fit_s = _span(_mtime(pictures[0]), _mtime(pictures[-1])) if len(pictures) > 1 else None
-    job_s = _span(_mtime(config_path), metrics_end)
+    starts = [t for t in (_mtime(p) for p in run_dir.glob("csv/version_*/hparams.yaml")) if t is not None]
+    fit_s = _fit_seconds(pictures, starts)
+    job_s = _job_seconds(run_dir, config_path)
     if (run_dir / RUN_FILE).is_file():  # an archived copy: its recorded times, not the copy's file times
         recorded = json.loads((run_dir / RUN_FILE).read_text())
         fit_s, job_s = recorded.get("fit_s"), recorded.get("job_s")
@@ -679,8 +717,8 @@ def _markdown(
         "",
         "Epochs: epochs trained at the last scores. Fit: wall time from the kernels' picture at "
         "initialisation to the last epoch's (training and per-epoch validation; no cache build, no test; "
-        "from file times). p: two-sided p of the run's own split (two groups only). sd: sample standard "
-        "deviation over seeds.",
+        "from file times; a resumed run's pause is left out). p: two-sided p of the run's own split "
+        "(two groups only). sd: sample standard deviation over seeds.",
         "",
         "## The halfway check",
         "",
