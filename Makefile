@@ -35,11 +35,11 @@ DATA ?= data=imagenette
 figure3: $(STAMP)  ## the Figure 3 sweep, e.g. make figure3 DATA="data=folders data.root=DIR data.num_classes=10"
 	$(BIN)/python src/train.py -m experiment=figure3 model.towers=$(TOWERS) seed=$(SEEDS) $(DATA) $(ARGS)
 
-test: $(STAMP)  ## lint, then the test suite (about 12 minutes on 2 cores) without the long runs
+test: $(STAMP)  ## lint, then the test suite (about 10 minutes on 2 cores) without the long runs
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
 
-test-long: $(STAMP)  ## the 16 long end-to-end runs that make test leaves out (about 20 minutes; CI runs both)
+test-long: $(STAMP)  ## the 16 long end-to-end runs that make test leaves out (about 8 minutes; CI runs both)
 	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
