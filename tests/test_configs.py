@@ -117,9 +117,19 @@ def test_sweepable_tower_override(tmp_path: Path) -> None:
     assert net.towers == 4 and net.layer("conv2").groups == 4
 
 
+def test_split_study_builds_the_64_pixel_net_on_tiny_imagenet(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=split_study"], tmp_path)
+    assert (cfg.data.image_size, cfg.data.crop_size, cfg.data.num_classes) == (64, 56, 200)
+    net = hydra.utils.instantiate(cfg.model)
+    assert net.layers == "small64" and net.towers == 2 and net.conv_widths == (96, 128, 192, 192, 128)
+    assert net(torch.randn(2, 3, 56, 56)).shape == (2, 200)
+
+
 def test_defaults_follow_the_paper(tmp_path: Path) -> None:
     cfg = compose_train([], tmp_path)
-    assert cfg.model.towers == 2 and list(cfg.model.conv_widths) == [96, 256, 384, 384, 256]
+    assert cfg.model.towers == 2 and cfg.model.layers == "paper"
+    net = hydra.utils.instantiate(cfg.model, num_classes=10)
+    assert net.conv_widths == (96, 256, 384, 384, 256) and net.fc_width == 4096
     assert cfg.data.batch_size == 128 and cfg.data.crop_size == 224 and cfg.data.image_size == 256
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.01, 0.9, 0.0005)
     assert cfg.scheduler.scheduler.factor == 0.1 and cfg.scheduler.monitor == "val/acc"

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from src.models.alexnet import POOLED_SIZE, AlexNet
+from src.models.alexnet import AlexNet
 from src.models.tower_parallel import (
     TowerParallelAlexNet,
     from_grouped,
@@ -90,7 +90,7 @@ def dropout_masks(model: TowerParallelAlexNet, x: torch.Tensor, seed: int) -> li
     """
     p = model.dropout
     torch.manual_seed(seed)
-    own_features = x.shape[0], model.conv_widths[-1] // model.towers * POOLED_SIZE**2
+    own_features = x.shape[0], model.conv_widths[-1] // model.towers * model.pooled_size**2
     own_neurons = x.shape[0], model.fc_width // model.towers
     return [
         F.dropout(torch.ones(shape, dtype=x.dtype), p, training=True) for shape in (own_features, own_neurons)

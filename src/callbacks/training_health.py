@@ -35,7 +35,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from src.models.alexnet import CONV_NAMES, FC_NAMES
+from src.models.layer_table import CONV_NAMES, FC_NAMES
 from src.utils.atomic import write_atomic
 from src.utils.exits import exit_on_error
 

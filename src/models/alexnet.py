@@ -1,56 +1,56 @@
 """AlexNet with N towers, wired as in Krizhevsky, Sutskever & Hinton (NIPS 2012), section 3.5 and figure 2.
 
 The paper split the net over two GTX 580s, one "tower" per GPU, and let the towers talk only at some layers.
-With ``towers=2`` and the paper's widths this module is that net, on one device, the towers written as
-grouped convolutions:
+With ``towers=2`` and the paper's table (``layers="paper"``, ``layer_table.PAPER``) this module is that net,
+on one device, the towers written as grouped convolutions:
 
-    layer  kernels (per tower)   size/stride  sees                    then
-    conv1  96  (2 x 48)          11x11 / 4    the image               ReLU, LRN, max-pool 3/2
-    conv2  256 (2 x 128)         5x5 pad 2    own tower only          ReLU, LRN, max-pool 3/2
-    conv3  384 (2 x 192)         3x3 pad 1    both towers             ReLU
-    conv4  384 (2 x 192)         3x3 pad 1    own tower only          ReLU
-    conv5  256 (2 x 128)         3x3 pad 1    own tower only          ReLU, max-pool 3/2
-    fc6    4096 (2 x 2048)                    both towers             ReLU   (dropout 0.5 on its input)
-    fc7    4096 (2 x 2048)                    both towers             ReLU   (dropout 0.5 on its input)
-    fc8    num_classes                        both towers             (softmax in the loss)
+    layer  kernels (per tower)   size / stride    sees             then
+    conv1  96 (2 x 48)           11x11 / 4 pad 2  the image        ReLU, LRN, max-pool 3/2
+    conv2  256 (2 x 128)         5x5 / 1 pad 2    own tower only   ReLU, LRN, max-pool 3/2
+    conv3  384 (2 x 192)         3x3 / 1 pad 1    all towers       ReLU
+    conv4  384 (2 x 192)         3x3 / 1 pad 1    own tower only   ReLU
+    conv5  256 (2 x 128)         3x3 / 1 pad 1    own tower only   ReLU, max-pool 3/2
+    fc6    4096 (2 x 2048)                        all towers       ReLU (dropout on its input)
+    fc7    4096 (2 x 2048)                        all towers       ReLU (dropout on its input)
+    fc8    num_classes                            all towers
 
 LRN: section 3.3 (see ``lrn.py``), n=5, k=2, alpha=1e-4, beta=0.75, inside each tower. Overlapping pooling:
 section 3.4 (size 3, stride 2). Dropout: section 4.2. Initialisation: section 5 (``init="paper"``).
+``layers="small64"`` is the same net for 56-pixel crops of 64-pixel photographs (``layer_table.SMALL_64``).
 
 The LRN constants are arguments (``lrn_size``, ``lrn_k``, ``lrn_alpha``, ``lrn_beta``), because the
 published Caffe weights were trained with Caffe's LRN, whose default ``k`` is 1, not the paper's 2
 (``caffe_weights.py``, ``conf/model/bvlc_alexnet.yaml``). ``lrn_after_pool`` is CaffeNet's variant
 (``bvlc_reference_caffenet``): conv1 and conv2 are pooled before they are normalised.
 
-Input: 224x224 crops (section 4.1) with 2 pixels of zero padding at conv1, so (224 + 4 - 11) // 4 + 1 = 55,
-the paper's 55x55 maps; a 227 crop with no padding gives the same sizes. Spatial sizes: 55 -> pool 27 -> 27
--> pool 13 -> 13 -> 13 -> 13 -> pool 6, so fc6 sees 256 x 6 x 6 = 9216 inputs. ``avgpool`` (as in
-torchvision) is the identity at that size, where ``forward`` skips it, and lets other input sizes through.
+``avgpool`` (as in torchvision) is the identity at the table's input size, where ``forward`` skips it, and
+lets other input sizes through. Tower ``t`` owns the ``t``-th equal slice of every layer's output channels
+(and of fc6/fc7's neurons, as the paper put 2048 of each on a GPU). ``towers=1`` keeps the widths and
+connects everything; ``towers=4`` splits each layer four ways.
 
-Tower ``t`` owns the ``t``-th equal slice of every layer's output channels (and of fc6/fc7's neurons, as the
-paper put 2048 of each on a GPU). ``towers=1`` keeps the widths and connects everything; ``towers=4``
-splits each layer four ways.
-
-With 1000 classes and two towers the net has 60,965,224 parameters (section 3: "60 million").
+With 1000 classes and two towers the paper's net has 60,965,224 parameters (section 3: "60 million").
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from src.models.layer_table import (
+    CONV_NAMES,
+    FC_NAMES,
+    POOL_SIZE,
+    POOL_STRIDE,
+    LayerTable,
+    layer_table,
+)
 from src.models.lrn import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, TowerLocalResponseNorm
 
-# Section 3.5 / figure 2: kernels per conv layer (both towers together) and neurons per hidden fc layer.
-PAPER_CONV_WIDTHS = (96, 256, 384, 384, 256)
-PAPER_FC_WIDTH = 4096
 DROPOUT = 0.5  # section 4.2
-CONV1_PADDING = 2  # 224 input -> 55x55 maps (see the module docstring)
-POOLED_SIZE = 6  # pool5 output is 6x6 at the paper's input size
 
 # Section 5: "We initialized the weights in each layer from a zero-mean Gaussian distribution with standard
 # deviation 0.01. We initialized the neuron biases in the second, fourth, and fifth convolutional layers, as
@@ -63,11 +63,69 @@ PAPER_BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 # defaults").
 INIT_SCHEMES = ("paper", "kaiming", "kaiming_paper_conv1")
 
-CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-FC_NAMES = ("fc6", "fc7", "fc8")
-# Which conv layers see only their own tower (section 3.5: "the kernels of layers 2, 4, and 5 are connected
-# only to those kernel maps in the previous layer which reside on the same GPU").
-OWN_TOWER_LAYERS = ("conv2", "conv4", "conv5")
+# Makes the exchange layer of the one-tower-per-process net (``tower_parallel.GatherTowers``) from whether
+# its consumer is replicated on every rank (fc8) or split over them.
+GatherFactory = Callable[[bool], nn.Module]
+
+
+def build_stacks(
+    table: LayerTable,
+    towers: int,
+    conv_widths: Sequence[int],
+    fc_width: int,
+    num_classes: int,
+    dropout: float,
+    lrn: dict[str, float],
+    lrn_after_pool: bool,
+    gather: GatherFactory | None = None,
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """``features`` and ``classifier`` as ``table`` lays them out, for every tower at once or for one.
+
+    ``gather=None``: all towers on one device, a layer that sees only its own tower as a grouped convolution
+    (``groups=towers``). Otherwise one tower's share of every layer (``width / towers`` outputs), and before
+    each layer that sees all towers a ``gather(replicated)`` module that brings every tower's inputs in.
+    Module names (``conv1``, ``relu1``, ``norm1``, ``pool1``, ``gather2`` .., ``drop6``, ``fc6`` ..) are
+    the same in both, so their state_dicts line up.
+    """
+    one_tower = gather is not None
+    widths = dict(zip(CONV_NAMES, conv_widths, strict=True)) | {"fc6": fc_width, "fc7": fc_width}
+    features: OrderedDict[str, nn.Module] = OrderedDict()
+    classifier: OrderedDict[str, nn.Module] = OrderedDict()
+    previous = 3  # all towers' outputs of the layer below (the image's channels for conv1)
+    for index, layer in enumerate(table.layers, start=1):
+        stack = features if layer.is_conv else classifier
+        out = num_classes if layer.width is None else widths[layer.name]
+        if layer.dropout_before:
+            stack[f"drop{index}"] = nn.Dropout(dropout)
+        if one_tower and layer.sees == "all":
+            stack[f"gather{index - 1}"] = gather(layer.width is None)
+        own = layer.sees == "own"
+        out_here = out // towers if one_tower and layer.width is not None else out
+        if layer.is_conv:
+            in_here = previous // towers if one_tower and own else previous
+            stack[layer.name] = nn.Conv2d(
+                in_here,
+                out_here,
+                kernel_size=layer.size,
+                stride=layer.stride,
+                padding=layer.padding,
+                groups=towers if own and not one_tower else 1,
+            )
+        else:
+            fan_in = previous * table.pooled_size**2 if layer.name == "fc6" else previous
+            stack[layer.name] = nn.Linear(fan_in, out_here)
+        steps = list(layer.then)
+        if lrn_after_pool and steps[1:3] == ["lrn", "pool"]:
+            steps[1:3] = ["pool", "lrn"]
+        for step in steps:
+            if step == "relu":
+                stack[f"relu{index}"] = nn.ReLU(inplace=True)
+            elif step == "lrn":
+                stack[f"norm{index}"] = TowerLocalResponseNorm(1 if one_tower else towers, **lrn)
+            else:
+                stack[f"pool{index}"] = nn.MaxPool2d(kernel_size=POOL_SIZE, stride=POOL_STRIDE)
+        previous = out
+    return nn.Sequential(features), nn.Sequential(classifier)
 
 
 class AlexNet(nn.Module):
@@ -76,27 +134,29 @@ class AlexNet(nn.Module):
     Args:
         num_classes: outputs of fc8 (1000 for ImageNet).
         towers: number of towers; every width must divide by it.
-        conv_widths: kernels of conv1..conv5, all towers together.
-        fc_width: neurons of fc6 and fc7, all towers together.
+        layers: the member of the family (``layer_table.TABLES``): ``paper`` (224 crops) or ``small64``.
+        conv_widths: kernels of conv1..conv5, all towers together; ``None``: the table's.
+        fc_width: neurons of fc6 and fc7, all towers together; ``None``: the table's.
         dropout: dropout probability on the inputs of fc6 and fc7.
-        init: ``"paper"`` (section 5) or ``"kaiming"`` (He et al. 2015, zero biases).
+        init: ``"paper"`` (section 5), ``"kaiming"`` (He et al. 2015, zero biases) or
+            ``"kaiming_paper_conv1"`` (He's, except conv1 at section 5's N(0, 0.01)).
         lrn_size, lrn_k, lrn_alpha, lrn_beta: LRN's n, k, alpha, beta (section 3.3: 5, 2, 1e-4, 0.75; alpha
             in cuda-convnet's and Caffe's convention, divided by n: see ``lrn.py``).
         lrn_after_pool: pool conv1 and conv2 before normalising them (CaffeNet); the paper normalises first.
         channels_last: keep weights and activations in NHWC memory order (inputs are converted in
-            ``forward``). The same outputs, within float rounding; oneDNN's bf16 convolutions on CPUs are
-            faster in this order. Not part of ``config()``: it says how to run the net, not what it is.
-            (``torch.compile`` is the LightningModule's to apply: ``TowerClassifier(compile=True)``.)
+            ``forward``). The same outputs, within float rounding. Not part of ``config()``: it says how to
+            run the net, not what it is. (``torch.compile`` is the LightningModule's to apply.)
     """
 
     def __init__(
         self,
         num_classes: int,
         towers: int = 2,
-        conv_widths: Sequence[int] = PAPER_CONV_WIDTHS,
-        fc_width: int = PAPER_FC_WIDTH,
+        layers: str = "paper",
+        conv_widths: Sequence[int] | None = None,
+        fc_width: int | None = None,
         dropout: float = DROPOUT,
-        init: str = "kaiming",
+        init: str = "kaiming_paper_conv1",
         lrn_size: int = LRN_SIZE,
         lrn_k: float = LRN_K,
         lrn_alpha: float = LRN_ALPHA,
@@ -105,56 +165,26 @@ class AlexNet(nn.Module):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        conv_widths = tuple(int(w) for w in conv_widths)
+        table = layer_table(layers)
+        conv_widths = table.conv_widths if conv_widths is None else tuple(int(w) for w in conv_widths)
+        fc_width = table.fc_width if fc_width is None else int(fc_width)
         _check_widths(towers, conv_widths, fc_width, num_classes)
         if init not in INIT_SCHEMES:
             raise ValueError(f"model.init={init!r} is not known; choose one of {', '.join(INIT_SCHEMES)}")
         self.num_classes = num_classes
         self.towers = towers
+        self.layers = layers
+        self.pooled_size = table.pooled_size
         self.conv_widths = conv_widths
         self.fc_width = fc_width
         self.dropout = dropout
-        c1, c2, c3, c4, c5 = conv_widths
-
-        def own(name: str) -> int:
-            return towers if name in OWN_TOWER_LAYERS else 1
-
-        def norm_and_pool(i: int) -> list[tuple[str, nn.Module]]:
-            norm = TowerLocalResponseNorm(towers, lrn_size, lrn_alpha, lrn_beta, lrn_k)
-            steps = [(f"norm{i}", norm), (f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2))]
-            return steps[::-1] if lrn_after_pool else steps
-
-        self.features = nn.Sequential(
-            OrderedDict(
-                [
-                    ("conv1", nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=CONV1_PADDING)),
-                    ("relu1", nn.ReLU(inplace=True)),
-                    *norm_and_pool(1),
-                    ("conv2", nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=own("conv2"))),
-                    ("relu2", nn.ReLU(inplace=True)),
-                    *norm_and_pool(2),
-                    ("conv3", nn.Conv2d(c2, c3, kernel_size=3, padding=1, groups=own("conv3"))),
-                    ("relu3", nn.ReLU(inplace=True)),
-                    ("conv4", nn.Conv2d(c3, c4, kernel_size=3, padding=1, groups=own("conv4"))),
-                    ("relu4", nn.ReLU(inplace=True)),
-                    ("conv5", nn.Conv2d(c4, c5, kernel_size=3, padding=1, groups=own("conv5"))),
-                    ("relu5", nn.ReLU(inplace=True)),
-                    ("pool5", nn.MaxPool2d(kernel_size=3, stride=2)),
-                ]
-            )
+        lrn = {"size": lrn_size, "alpha": lrn_alpha, "beta": lrn_beta, "k": lrn_k}
+        features, classifier = build_stacks(
+            table, towers, conv_widths, fc_width, num_classes, dropout, lrn, lrn_after_pool
         )
-        self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                drop6=nn.Dropout(dropout),
-                fc6=nn.Linear(c5 * POOLED_SIZE * POOLED_SIZE, fc_width),
-                relu6=nn.ReLU(inplace=True),
-                drop7=nn.Dropout(dropout),
-                fc7=nn.Linear(fc_width, fc_width),
-                relu7=nn.ReLU(inplace=True),
-                fc8=nn.Linear(fc_width, num_classes),
-            )
-        )
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((self.pooled_size, self.pooled_size))
+        self.classifier = classifier
         self.init = init
         self.reset_parameters(init)
         self.channels_last = channels_last
@@ -165,8 +195,8 @@ class AlexNet(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x)
-        if x.shape[-2:] != (POOLED_SIZE, POOLED_SIZE):  # at the paper's size it is the identity: skip it
-            x = self.avgpool(x)  # (its backward cost 0.3 % of a batch-128 fp32 step: bench/profile.py)
+        if x.shape[-2:] != (self.pooled_size, self.pooled_size):  # the identity at the table's size: skip it
+            x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
 
     def config(self) -> dict[str, Any]:
@@ -206,14 +236,15 @@ def network_config(net: nn.Module) -> dict[str, Any]:
     """``AlexNet``'s constructor arguments, read from ``net`` (an ``AlexNet`` or one tower of it).
 
     The LRN constants and order are read from the ``norm1`` layer itself, so the config says what the net
-    computes. Checkpoints written before these keys existed rebuild with the defaults, which are what those
-    nets computed.
+    computes. Checkpoints written before these keys existed (``layers``, the LRN's) rebuild with the
+    defaults, which are what those nets computed.
     """
     norm = net.features.norm1
     names = list(net.features._modules)
     return {
         "num_classes": net.num_classes,
         "towers": net.towers,
+        "layers": getattr(net, "layers", "paper"),
         "conv_widths": list(net.conv_widths),
         "fc_width": net.fc_width,
         "dropout": net.dropout,

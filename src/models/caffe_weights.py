@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.models.alexnet import CONV_NAMES, FC_NAMES, PAPER_CONV_WIDTHS, PAPER_FC_WIDTH, POOLED_SIZE, AlexNet
+from src.models.alexnet import AlexNet
+from src.models.layer_table import CONV_NAMES, FC_NAMES, PAPER
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +165,21 @@ def expected_shapes(net: AlexNet) -> Shapes:
 def _fc6_columns(weight: torch.Tensor, channels: int) -> torch.Tensor:
     """fc6 (out, c*6*6), columns in (channel, row, column) -> (6*6*c, out), rows (row, column, channel)."""
     out = weight.shape[0]
-    return weight.reshape(out, channels, POOLED_SIZE, POOLED_SIZE).permute(2, 3, 1, 0).reshape(-1, out)
+    return (
+        weight.reshape(out, channels, PAPER.pooled_size, PAPER.pooled_size)
+        .permute(2, 3, 1, 0)
+        .reshape(-1, out)
+    )
 
 
 def _fc6_rows(weights: torch.Tensor, channels: int) -> torch.Tensor:
     """The inverse of :func:`_fc6_columns`: the file's (6*6*c, out) -> our (out, c*6*6)."""
     out = weights.shape[1]
-    return weights.reshape(POOLED_SIZE, POOLED_SIZE, channels, out).permute(3, 2, 0, 1).reshape(out, -1)
+    return (
+        weights.reshape(PAPER.pooled_size, PAPER.pooled_size, channels, out)
+        .permute(3, 2, 0, 1)
+        .reshape(out, -1)
+    )
 
 
 def caffe_arrays(net: AlexNet) -> CaffeArrays:
@@ -269,14 +278,14 @@ def network_config_for(
         ok = weights is not None and weights.ndim == (4 if name in CONV_NAMES else 2)
         return int(weights.shape[axis]) if ok else default
 
-    conv_widths = [dim(name, 3, width) for name, width in zip(CONV_NAMES, PAPER_CONV_WIDTHS, strict=True)]
+    conv_widths = [dim(name, 3, width) for name, width in zip(CONV_NAMES, PAPER.conv_widths, strict=True)]
     in_per_group = dim("conv2", 2, conv_widths[0] // 2)
     towers = conv_widths[0] // in_per_group if in_per_group and conv_widths[0] % in_per_group == 0 else 2
     config = {
         "num_classes": dim("fc8", 1, 1000),
         "towers": towers,
         "conv_widths": conv_widths,
-        "fc_width": dim("fc6", 1, PAPER_FC_WIDTH),
+        "fc_width": dim("fc6", 1, PAPER.fc_width),
     }
     return config | CAFFE_LRN | overrides
 

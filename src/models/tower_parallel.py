@@ -70,18 +70,16 @@ import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 from src.models.alexnet import (
-    CONV1_PADDING,
     DROPOUT,
-    PAPER_CONV_WIDTHS,
-    PAPER_FC_WIDTH,
-    POOLED_SIZE,
     AlexNet,
     _check_widths,
+    build_stacks,
     named_layer,
     network_config,
     tower_layer_weight,
 )
-from src.models.lrn import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, TowerLocalResponseNorm
+from src.models.layer_table import layer_table
+from src.models.lrn import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 # Parameters that every rank holds in full (see the module docstring); every other parameter is split into
 # ``towers`` equal slices along dim 0 (output channels / neurons), tower t's slice on rank t.
@@ -167,11 +165,12 @@ class TowerParallelAlexNet(nn.Module):
         num_classes: int,
         towers: int,
         rank: int,
-        conv_widths: Sequence[int] = PAPER_CONV_WIDTHS,
-        fc_width: int = PAPER_FC_WIDTH,
+        layers: str = "paper",
+        conv_widths: Sequence[int] | None = None,
+        fc_width: int | None = None,
         dropout: float = DROPOUT,
         group: dist.ProcessGroup | None = None,
-        init: str = "kaiming",
+        init: str = "kaiming_paper_conv1",
         lrn_size: int = LRN_SIZE,
         lrn_k: float = LRN_K,
         lrn_alpha: float = LRN_ALPHA,
@@ -179,59 +178,27 @@ class TowerParallelAlexNet(nn.Module):
         lrn_after_pool: bool = False,
     ) -> None:
         super().__init__()
-        conv_widths = tuple(int(w) for w in conv_widths)
+        table = layer_table(layers)
+        conv_widths = table.conv_widths if conv_widths is None else tuple(int(w) for w in conv_widths)
+        fc_width = table.fc_width if fc_width is None else int(fc_width)
         _check_widths(towers, conv_widths, fc_width, num_classes)
         if not 0 <= rank < towers:
             raise ValueError(f"rank must be in [0, {towers}) for {towers} towers, got {rank}")
-        self.num_classes, self.towers, self.rank = num_classes, towers, rank
+        self.num_classes, self.towers, self.rank, self.layers = num_classes, towers, rank, layers
         self.conv_widths, self.fc_width, self.dropout = conv_widths, fc_width, dropout
+        self.pooled_size = table.pooled_size
         self.init = init  # how the grouped net it was cut from was initialised (recorded, not applied)
-        _, c2, _, _, c5 = conv_widths  # all towers together: what conv3 and fc6 read
-        t1, t2, t3, t4, t5 = (w // towers for w in conv_widths)  # this tower's share
-        fc_own = fc_width // towers
+        lrn = {"size": lrn_size, "alpha": lrn_alpha, "beta": lrn_beta, "k": lrn_k}
 
-        def norm_and_pool(i: int) -> list[tuple[str, nn.Module]]:
-            norm = TowerLocalResponseNorm(
-                1, lrn_size, lrn_alpha, lrn_beta, lrn_k
-            )  # this rank's maps: one tower
-            steps = [(f"norm{i}", norm), (f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2))]
-            return steps[::-1] if lrn_after_pool else steps
+        def gather(replicated_consumer: bool) -> GatherTowers:
+            return GatherTowers(replicated_consumer=replicated_consumer, group=group)
 
-        self.features = nn.Sequential(
-            OrderedDict(
-                [
-                    ("conv1", nn.Conv2d(3, t1, kernel_size=11, stride=4, padding=CONV1_PADDING)),
-                    ("relu1", nn.ReLU(inplace=True)),
-                    *norm_and_pool(1),
-                    ("conv2", nn.Conv2d(t1, t2, kernel_size=5, padding=2)),
-                    ("relu2", nn.ReLU(inplace=True)),
-                    *norm_and_pool(2),
-                    ("gather2", GatherTowers(group=group)),  # conv3 sees every tower's conv2 maps
-                    ("conv3", nn.Conv2d(c2, t3, kernel_size=3, padding=1)),
-                    ("relu3", nn.ReLU(inplace=True)),
-                    ("conv4", nn.Conv2d(t3, t4, kernel_size=3, padding=1)),
-                    ("relu4", nn.ReLU(inplace=True)),
-                    ("conv5", nn.Conv2d(t4, t5, kernel_size=3, padding=1)),
-                    ("relu5", nn.ReLU(inplace=True)),
-                    ("pool5", nn.MaxPool2d(kernel_size=3, stride=2)),
-                ]
-            )
+        features, classifier = build_stacks(
+            table, towers, conv_widths, fc_width, num_classes, dropout, lrn, lrn_after_pool, gather
         )
-        self.avgpool = nn.AdaptiveAvgPool2d((POOLED_SIZE, POOLED_SIZE))
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                drop6=nn.Dropout(dropout),  # on this tower's own pool5 features, before they are shared
-                gather5=GatherTowers(group=group),
-                fc6=nn.Linear(c5 * POOLED_SIZE * POOLED_SIZE, fc_own),
-                relu6=nn.ReLU(inplace=True),
-                drop7=nn.Dropout(dropout),
-                gather6=GatherTowers(group=group),
-                fc7=nn.Linear(fc_width, fc_own),
-                relu7=nn.ReLU(inplace=True),
-                gather7=GatherTowers(replicated_consumer=True, group=group),
-                fc8=nn.Linear(fc_width, num_classes),  # a full replica on every rank
-            )
-        )
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((self.pooled_size, self.pooled_size))
+        self.classifier = classifier
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,7 @@ LAST = "last"
 SHAPE_KEYS = {
     "num_classes": "data.num_classes",
     "towers": "model.towers",
+    "layers": "model.layers",
     "conv_widths": "model.conv_widths",
     "fc_width": "model.fc_width",
 }
@@ -160,11 +161,23 @@ def network_mismatch(checkpoint: Path, model: dict[str, Any]) -> list[str]:
             "not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
         ) from None
     saved = saved.get("net_config") or {} if isinstance(saved, dict) else {}
+    model = _with_table_widths(model)
     differ = []
     for key, name in SHAPE_KEYS.items():
         if key in saved and key in model and _plain(model[key]) != _plain(saved[key]):
             differ.append(f"{name}={_plain(model[key])} here, {_plain(saved[key])} in the checkpoint")
     return differ
+
+
+def _with_table_widths(model: dict[str, Any]) -> dict[str, Any]:
+    """``model`` with widths left at ``null`` read from its layer table, as ``AlexNet`` reads them."""
+    from src.models.layer_table import TABLES
+
+    table = TABLES.get(model.get("layers", "paper"))
+    if table is None:  # an unknown table: the net's constructor names it
+        return model
+    table_widths = {"conv_widths": list(table.conv_widths), "fc_width": table.fc_width}
+    return model | {key: value for key, value in table_widths.items() if model.get(key) is None}
 
 
 def _plain(value: Any) -> Any:
