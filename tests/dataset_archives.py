@@ -11,6 +11,9 @@ The real archives cannot be downloaded here, so the tests build small ones that 
   capitalised, dog breeds not, plus ``.mat`` files no list mentions and a PNG named ``.jpg``) and
   ``annotations.tar.gz`` (``annotations/list.txt`` with its ``#`` header, ``trainval.txt``, ``test.txt``).
 - ``imagenette_tgz``: ``imagenette2-160/{train,val}/<wnid>/*.JPEG`` and ``noisy_imagenette.csv``.
+- ``tiny_imagenet_zip``: ``tiny-imagenet-200.zip`` -- ``wnids.txt`` (unsorted), ``words.txt`` (more wnids than
+  that), ``train/<wnid>/images/*.JPEG`` beside ``<wnid>_boxes.txt``, the classes' val images mixed in one
+  ``val/images/`` with ``val_annotations.txt``, an unlabelled ``test/images/``; 64x64, one greyscale.
 """
 
 from __future__ import annotations
@@ -188,6 +191,41 @@ def imagenette_tgz(path: Path, train: int = 3, val: int = 2) -> Path:
         for n in range(val):
             members[f"{stem}/val/{wnid}/ILSVRC2012_val_{c:04d}{n:04d}.JPEG"] = image_bytes(7000 + 10 * c + n)
     return write_tar(path, members)
+
+
+TINY_IMAGENET_WNIDS = ["n02124075", "n01443537", "n04067472", "n01629819"]  # wnids.txt's order: not sorted
+
+
+def tiny_imagenet_zip(path: Path, train: int = 3, val: int = 2, test: int = 2) -> dict[str, object]:
+    """Stanford's ``tiny-imagenet-200.zip`` with ``train`` and ``val`` images per class of
+    ``TINY_IMAGENET_WNIDS``; ``train/<first wnid>/images/<wnid>_0.JPEG`` is greyscale.
+
+    Returns ``val``: val image name -> its wnid (by ``val_annotations.txt``), and ``grey``: that file's name.
+    """
+    top = "tiny-imagenet-200"
+    wnids = TINY_IMAGENET_WNIDS
+    words = ["n00001740\tentity", *(f"{w}\tname of {w}" for w in wnids), "n15102894\tdeadwood"]
+    members = {
+        f"{top}/wnids.txt": "".join(f"{w}\n" for w in wnids).encode(),
+        f"{top}/words.txt": "\n".join(words).encode(),
+    }
+    for c, wnid in enumerate(wnids):
+        boxes = "".join(f"{wnid}_{n}.JPEG\t0\t4\t60\t62\n" for n in range(train))
+        members[f"{top}/train/{wnid}/{wnid}_boxes.txt"] = boxes.encode()
+        for n in range(train):
+            mode = "L" if (c, n) == (0, 0) else "RGB"
+            members[f"{top}/train/{wnid}/images/{wnid}_{n}.JPEG"] = image_bytes(
+                9000 + 10 * c + n, mode=mode, size=(64, 64)
+            )
+    labels = {f"val_{i}.JPEG": wnids[(3 * i + 1) % len(wnids)] for i in range(val * len(wnids))}  # mixed
+    for i, name in enumerate(labels):
+        members[f"{top}/val/images/{name}"] = image_bytes(9500 + i, size=(64, 64))
+    annotations = "".join(f"{name}\t{wnid}\t1\t2\t50\t60\n" for name, wnid in labels.items())
+    members[f"{top}/val/val_annotations.txt"] = annotations.encode()
+    for i in range(test):
+        members[f"{top}/test/images/test_{i}.JPEG"] = image_bytes(9900 + i, size=(64, 64))
+    write_zip(path, members)
+    return {"val": labels, "grey": f"{wnids[0]}_0.JPEG"}
 
 
 # ------------------------------------------------------------------------------------ crafted archives

@@ -114,6 +114,11 @@ def test_csv_run_writes_pngs_and_scalars(tmp_path: Path, train_cli) -> None:
     scores = list(csv.DictReader((kernels / "final_scores.csv").open()))
     assert len(scores) == 96 and {r["tower"] for r in scores} == {"0", "1"}
     assert pixel_spread(kernels / "histogram.png") > 20
+    for epochs_done in (0, 1, 2):
+        with np.load(kernels / f"epoch_{epochs_done:03d}_weights.npz") as weights:
+            assert weights["conv1"].shape[:2] == (96, 3) and weights["conv2"].shape[0] == 256
+    change_steps = sorted(int(r["step"]) for r in rows if r.get("kernels/change/split"))
+    assert change_steps == val_steps  # the learned change exists from the first epoch on
 
 
 def test_callback_logs_only_on_rank_zero(tmp_path: Path) -> None:
@@ -129,3 +134,37 @@ def test_callback_logs_only_on_rank_zero(tmp_path: Path) -> None:
     trainer.is_global_zero = True
     TowerKernelMonitor().on_train_start(trainer, module)
     assert set(SCALARS) <= set(logged[0]) and len(list((tmp_path / "kernels").glob("epoch_000_*.png"))) == 3
+
+
+def test_the_learned_change_is_scored_apart_from_the_kernels(tmp_path: Path) -> None:
+    """A grey/colour split added on top of random kernels shows in the change's split, which does not see
+    the initial kernels; the weights of every snapshot are written for later measures."""
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=2, towers=2)
+    logged: dict[str, float] = {}
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        loggers=[],
+        global_step=0,
+        current_epoch=0,
+        default_root_dir=str(tmp_path),
+        sanity_checking=False,
+    )
+    module = SimpleNamespace(net=net, log_dict=lambda metrics, **_: logged.update(metrics))
+    monitor = TowerKernelMonitor()
+    monitor.on_train_start(trainer, module)
+    initial = net.layer("conv1").weight.detach().clone()
+    with torch.no_grad():  # the learned change: tower 0 grey, tower 1 opponent colour, a tenth of the initial scale
+        change = torch.randn_like(initial) * 0.001
+        change[:48] = change[:48, :1].expand(-1, 3, -1, -1).clone()
+        change[48:] -= change[48:].mean(dim=1, keepdim=True)
+        net.layer("conv1").weight += change
+    monitor.on_validation_epoch_end(trainer, module)
+    assert logged["kernels/change/split"] > 0.99
+    assert logged["kernels/split"] < 0.6  # hidden under the random start in the kernels themselves
+    with np.load(tmp_path / "kernels" / "epoch_001_weights.npz") as weights:
+        np.testing.assert_allclose(weights["conv1"], (initial + change).numpy(), rtol=1e-6)
+    resumed = TowerKernelMonitor()  # a resumed run reads its initial kernels back from epoch_000's file
+    trainer.global_step = 10
+    resumed.on_train_start(trainer, module)
+    assert resumed.initial is not None and torch.equal(torch.cat(resumed.initial), initial)

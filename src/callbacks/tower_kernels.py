@@ -13,13 +13,18 @@ only, this callback logs
     kernels/auc, kernels/mean_gap     the AUC itself and the gap between the extreme tower means
     kernels/epochs_trained            epochs trained when scored (0: at initialisation): the x-axis of the
                                       scores in W&B (src/loggers/wandb_run.py)
+    kernels/change/...                the same scores for the learned change (the kernels minus their
+                                      values at initialisation), so that leftover random initialisation
+                                      can neither hide nor fake a split
 
 (with one tower, ``tower0``/``tower1`` are the two fixed halves of its kernels: the control). At the end
 of training it adds an animation of ``kernels/figure3`` across epochs, the final per-kernel scores as a
 table and a histogram of the scores per tower.
 
 Every picture is also written as a PNG under ``<run dir>/kernels/``: ``epoch_<k>_tower<t>.png`` and
-``epoch_<k>_figure3.png`` show the kernels after ``k`` epochs (``000``: at initialisation), then
+``epoch_<k>_figure3.png`` show the kernels after ``k`` epochs (``000``: at initialisation), with
+``epoch_<k>_weights.npz`` (conv1's and conv2's weights, all towers, float32: a few hundred kB, enough to
+score them again with any measure later, e.g. Distill's singular vector of |conv2|), then
 ``animation.gif``, ``final_scores.csv`` and ``histogram.png``; so ``logger=csv`` runs have them too. The
 scalars go to every logger, at the step of the validation metrics. ``logger=tensorboard`` gets the same
 pictures (IMAGES tab), the histogram picture and the scores as TensorBoard histograms; the animation and
@@ -46,6 +51,8 @@ from src.loggers.wandb_run import EPOCH_AXIS, define_epoch_axis
 from src.utils.atomic import write_atomic
 
 FIGURE_KEY = "kernels/figure3"
+CHANGE_PREFIX = "kernels/change"
+WEIGHTS_SAVED = ("conv1", "conv2")
 ANIMATION_FRAME_MS = 500
 
 
@@ -64,6 +71,7 @@ class TowerKernelMonitor(L.Callback):
         self.threshold = threshold
         self.scale = scale
         self.last_stats: TowerColourStats | None = None
+        self.initial: list[torch.Tensor] | None = None  # the watched layer's kernels at step 0, per tower
 
     @staticmethod
     def output_dir(trainer: L.Trainer) -> Path:
@@ -71,13 +79,16 @@ class TowerKernelMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         kernels = self.kernels(pl_module)
+        saved = {name: self.kernels(pl_module, name) for name in WEIGHTS_SAVED}  # a collective under towers
         if not trainer.is_global_zero:
             return
         resumed = trainer.global_step > 0  # the snapshot before training exists
         if resumed:
             stats = stats_for_model_kernels(kernels, self.threshold)
+            self.initial = initial_kernels(self.output_dir(trainer), self.layer, len(kernels))
         else:
-            stats = self.snapshot(trainer, kernels, epochs_done=0)
+            self.initial = [k.clone() for k in kernels]
+            stats = self.snapshot(trainer, kernels, saved, epochs_done=0)
         scalars = scalars_of(stats, epochs_trained=0)
         for logger in wandb_loggers(trainer):  # a resumed run's new process declares it again
             define_epoch_axis(logger.experiment, scalars)
@@ -89,28 +100,40 @@ class TowerKernelMonitor(L.Callback):
         if trainer.sanity_checking:
             return
         kernels = self.kernels(pl_module)
+        saved = {name: self.kernels(pl_module, name) for name in WEIGHTS_SAVED}  # a collective under towers
         if not trainer.is_global_zero:
             return
         epochs_trained = trainer.current_epoch + 1
-        stats = self.snapshot(trainer, kernels, epochs_done=epochs_trained)
+        stats = self.snapshot(trainer, kernels, saved, epochs_done=epochs_trained)
         # Through Lightning, so the scores share a step (and a CSV row) with val/acc. The kernels are the same
         # on every rank, so rank 0's scores are the global ones: rank_zero_only with sync_dist=True is how
         # Lightning is told so (its "sync" is then a no-op on rank 0, no collective; without it Lightning
         # warns once per scalar under DDP that an epoch-level value was not reduced).
-        pl_module.log_dict(scalars_of(stats, epochs_trained), rank_zero_only=True, sync_dist=True)
+        scalars = scalars_of(stats, epochs_trained)
+        if self.initial is not None:
+            change = [k - k0 for k, k0 in zip(kernels, self.initial, strict=True)]
+            scalars |= stats_for_model_kernels(change, self.threshold).log_dict(prefix=CHANGE_PREFIX)
+        pl_module.log_dict(scalars, rank_zero_only=True, sync_dist=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.last_stats is not None:
             self.log_summary(trainer, self.last_stats)
 
-    def kernels(self, pl_module: L.LightningModule) -> list[torch.Tensor]:
-        """Each tower's kernels of the watched layer, on the CPU. Call it on every rank: under
-        ``trainer=towers`` each device holds one tower and the kernels are gathered."""
-        return [k.float().cpu() for k in pl_module.net.tower_kernels(self.layer)]
+    def kernels(self, pl_module: L.LightningModule, layer: str | None = None) -> list[torch.Tensor]:
+        """Each tower's kernels of ``layer`` (default: the watched one), on the CPU. Call it on every rank:
+        under ``trainer=towers`` each device holds one tower and the kernels are gathered."""
+        return [k.float().cpu() for k in pl_module.net.tower_kernels(layer or self.layer)]
 
-    def snapshot(self, trainer: L.Trainer, kernels: list[torch.Tensor], epochs_done: int) -> TowerColourStats:
-        """Scores of the kernels as they are now; their pictures to files and to W&B."""
+    def snapshot(
+        self,
+        trainer: L.Trainer,
+        kernels: list[torch.Tensor],
+        saved: dict[str, list[torch.Tensor]],
+        epochs_done: int,
+    ) -> TowerColourStats:
+        """Scores of the kernels as they are now; their pictures to files and to W&B; weights to a file."""
         stats = stats_for_model_kernels(kernels, self.threshold)
+        write_weights(self.output_dir(trainer) / f"epoch_{epochs_done:03d}_weights.npz", saved)
         self.last_stats = stats
         images = {f"kernels/tower{t}": kernel_grid(k, scale=self.scale) for t, k in enumerate(kernels)}
         images[FIGURE_KEY] = towers_figure(kernels, scale=self.scale)
@@ -147,6 +170,25 @@ class TowerKernelMonitor(L.Callback):
             if animation is not None:
                 logged["kernels/animation"] = wandb.Video(str(animation), format="gif")
             logger.experiment.log(logged | {"trainer/global_step": trainer.global_step})
+
+
+def write_weights(path: Path, layers: dict[str, list[torch.Tensor]]) -> None:
+    """Each layer's weights, all towers concatenated on the output channels, as float32 arrays in ``path``."""
+    arrays = {name: torch.cat(parts).numpy().astype(np.float32) for name, parts in layers.items()}
+    buffer = io.BytesIO()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def initial_kernels(out: Path, layer: str, towers: int) -> list[torch.Tensor] | None:
+    """The ``layer`` kernels a resumed run started from (``epoch_000_weights.npz``), per tower; ``None``
+    for a run started before the weights were saved (its change scores are then not logged)."""
+    path = out / "epoch_000_weights.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as arrays:
+        return list(torch.from_numpy(arrays[layer]).chunk(towers))
 
 
 def scalars_of(stats: TowerColourStats, epochs_trained: int) -> dict[str, float]:

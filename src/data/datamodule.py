@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.cache import ImageCache, build_cache
-from src.data.layouts import describe_ignored, find_labelled_images
+from src.data.layouts import describe_ignored, find_labelled_images, select_classes
 from src.data.lighting import PCA_STD, PCALighting
 from src.data.samplers import EvalShard
 from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
@@ -145,6 +145,9 @@ class ImageDataModule(L.LightningDataModule):
         source: when given, ``prepare_data`` first calls ``source(root)`` to make sure ``root`` holds the
             files: a dataset's recipe (download, verify, extract and link: ``src.datasets.recipes``) or the
             built-in generator (``src.datasets.synthetic``), a partial from the data config's ``source``.
+        classes: read only some classes of ``train/`` and ``test/``: None (all), a number N (the first N
+            class names in sorted order) or a list of class names (``layouts.select_classes``);
+            ``num_classes`` must be the number kept.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         cache_workers: int | None = None,
         source: Callable[[Path], Any] | None = None,
+        classes: int | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
@@ -213,6 +217,7 @@ class ImageDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.cache_workers = cache_workers
         self.source = source
+        self.class_subset = classes  # data.classes; self.classes is the list read from train/
         self.classes: list[str] = []
         self.datasets: dict[str, CachedViews] = {}
         self._prepared: dict[str, ImageCache] = {}  # caches prepare_data built in this process
@@ -269,13 +274,16 @@ class ImageDataModule(L.LightningDataModule):
         if split in self._prepared:
             return self._prepared.pop(split)
         folder = self.root / split
-        files = find_labelled_images(folder, self.layout)
+        files = select_classes(find_labelled_images(folder, self.layout), self.class_subset, folder)
         if files.ignored:
             print(f"{folder}: {len(files.ignored)} entries not read: {describe_ignored(files, folder)}")
         if len(files.classes) != self.num_classes:
+            n = len(files.classes)
+            subset = self.class_subset is not None
+            what = f": data.classes={self.class_subset!r} keeps {n} of its" if subset else f" has {n}"
             raise ValueError(
-                f"{folder} has {len(files.classes)} classes {files.classes}, "
-                f"but data.num_classes={self.num_classes}"
+                f"{folder}{what} classes {files.classes}, but data.num_classes={self.num_classes}: "
+                f"set data.num_classes={n}"
             )
         cache = build_cache(
             files,
@@ -347,7 +355,8 @@ class ImageDataModule(L.LightningDataModule):
         self.lighting = PCALighting(statistics, self.pca_std)
 
     def _test_classes(self) -> list[str]:
-        return find_labelled_images(self.root / "test", self.layout).classes
+        folder = self.root / "test"
+        return select_classes(find_labelled_images(folder, self.layout), self.class_subset, folder).classes
 
     def _check_split(self, cache: ImageCache, train_idx: list[int], val_idx: list[int]) -> None:
         """ValueError naming each class that the split leaves without a training or a validation image."""

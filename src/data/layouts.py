@@ -14,11 +14,15 @@ no file is dropped silently. What is not read is listed in ``ignored``, each ent
 a class folder (their files are not read: a class is one flat folder), broken symbolic links, files outside
 any class folder, and, in the Kaggle layout, files whose name carries no label. A class folder with nothing
 to read is an error naming it and what it holds: it would silently be no class at all.
+
+``select_classes`` keeps a subset of the classes found (``data.classes``): the first N class names in
+sorted order, or the ones named; the others' files are not read.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +136,49 @@ def find_labelled_images(folder: str | Path, layout: str = "auto") -> LabelledFi
         classes,
         tuple(p for p, _ in ignored),
         tuple(why for _, why in ignored),
+    )
+
+
+def select_classes(files: LabelledFiles, classes: int | Sequence[str] | None, folder: Path) -> LabelledFiles:
+    """The files of some of the classes (``data.classes``), relabelled 0..n-1 in sorted order.
+
+    ``classes``: None keeps every class; a number N the first N class names in sorted order (the same on
+    every run); a list the classes it names. ValueError naming ``data.classes`` and ``folder`` for an N
+    outside 1..(classes found), an empty list, a repeated name, or a name that is no class of ``folder``.
+    """
+    if classes is None:
+        return files
+    found = files.classes
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        if not 1 <= classes <= len(found):
+            raise ValueError(
+                f"data.classes={classes}: {folder} has {len(found)} classes; give a number from 1 to "
+                f"{len(found)}, a list of class names, or null for all"
+            )
+        keep = found[:classes]
+    elif isinstance(classes, Sequence) and not isinstance(classes, str):
+        wanted = [str(name) for name in classes]
+        unknown = [name for name in wanted if name not in found]
+        if not wanted or unknown or len(set(wanted)) < len(wanted):
+            why = f"no class {unknown} in {folder}" if unknown else "each class once, at least one"
+            raise ValueError(
+                f"data.classes={wanted}: {why} (its {len(found)} classes: {', '.join(found[:5])}"
+                f"{', ...' if len(found) > 5 else ''})"
+            )
+        keep = sorted(wanted)
+    else:
+        raise ValueError(
+            f"data.classes={classes!r}: expected null (every class), a number N (the first N class names "
+            "in sorted order) or a list of class names, e.g. data.classes=[cat,dog]"
+        )
+    index = {name: i for i, name in enumerate(keep)}
+    kept = [
+        (path, index[found[label]])
+        for path, label in zip(files.paths, files.labels, strict=True)
+        if found[label] in index
+    ]
+    return LabelledFiles(
+        [path for path, _ in kept], [label for _, label in kept], keep, files.ignored, files.ignored_reasons
     )
 
 

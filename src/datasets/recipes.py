@@ -18,6 +18,10 @@ data=<name>`` and the first training run do. The recipes:
                the image name up to its last ``_``).
 ``imagenette`` fast.ai's ``imagenette2[-320|-160].tgz``: ``train/<wnid>/`` -> ``train/<wnid>/``, the official
                ``val/<wnid>/`` -> ``test/<wnid>/`` (the validation set is split off ``train/`` as usual).
+``tiny_imagenet`` Stanford's ``tiny-imagenet-200.zip`` (or a local copy: the zip or its extracted folder):
+               ``train/<wnid>/images/*.JPEG`` -> ``train/<wnid>/`` for the wnids of ``wnids.txt``, the
+               official ``val/images/`` -> ``test/<wnid>/`` by ``val/val_annotations.txt``; the official
+               ``test/`` has no labels and is left out. The classes are the wnid folders, as Imagenette's.
 =============  ===========================================================================================
 
 Where the files go (all under ``data/`` by default):
@@ -260,11 +264,62 @@ def link_imagenette(
             links.add_folder(class_dir, ours, class_dir.name)
 
 
+TINY_IMAGENET_LAYOUT = "tiny-imagenet-200/{wnids.txt, train/<wnid>/images/, val/val_annotations.txt}"
+
+
+def read_tiny_imagenet_val(path: Path, wnids: set[str]) -> list[tuple[str, str]]:
+    """(image, wnid) per line of Tiny ImageNet's ``val_annotations.txt`` (``file<TAB>wnid<TAB>box...``).
+
+    ValueError naming the file and line when a line has no image and wnid, or a wnid not in ``wnids.txt``.
+    """
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or fields[1] not in wnids:
+            raise ValueError(
+                f"{path}:{number}: expected 'image<TAB>wnid<TAB>box' with a wnid of wnids.txt, got {line!r}"
+            )
+        rows.append((fields[0], fields[1]))
+    return rows
+
+
+def link_tiny_imagenet(
+    sources: Sources, links: HardLinks, path: str | None = None, sha256: str | None = None
+) -> None:
+    if path:  # a local copy: the zip (hashed: checked against sha256, else printed) or its extracted folder
+        given = Path(path).expanduser()
+        if not given.exists():
+            raise FileNotFoundError(f"data.source.path={given} does not exist")
+        tree = given if given.is_dir() else sources.local_tree(given, sha256, "data.source.sha256")
+    else:
+        tree = sources.tree("archive")
+    top = _find(tree, "wnids.txt", TINY_IMAGENET_LAYOUT).parent
+    wnids = sorted({line.strip() for line in (top / "wnids.txt").read_text().splitlines() if line.strip()})
+    for wnid in wnids:
+        images = _need_dir(top / "train" / wnid / "images", f"the training images of {wnid} (wnids.txt)")
+        links.add_folder(images, "train", wnid)
+    annotations = top / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise FileNotFoundError(f"{annotations} does not exist: expected the labels of val/images/")
+    rows = read_tiny_imagenet_val(annotations, set(wnids))
+    images = top / "val" / "images"
+    missing = [image for image, _ in rows if not (images / image).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} images listed in {annotations} are not in {images}, e.g. {missing[0]}"
+        )
+    for image, wnid in rows:
+        links.add(images / image, "test", wnid, image)
+
+
 RECIPES: dict[str, Callable[..., None]] = {
     "petimages": link_petimages,
     "kaggle": link_kaggle,
     "oxford_pets": link_oxford_pets,
     "imagenette": link_imagenette,
+    "tiny_imagenet": link_tiny_imagenet,
 }
 # The options that change what a prepared root holds: a prepared root made with others is refused. (Where the
 # files came from, kaggle's path say, does not count: the next run may not repeat it.)
@@ -379,8 +434,8 @@ def _prepare(
         if not links.counts:
             raise ValueError(f"{dataset}: the recipe found no files to lay out")
         sources_used = {role: spec.get("url") for role, spec in sources.files.items()}
-        if options.get("path"):
-            sources_used["path"] = str(options["path"])
+        if options.get("path"):  # a local copy (kaggle's, tiny_imagenet's): nothing was downloaded
+            sources_used = {"path": str(options["path"])}
         made = {**recipe, "sources": sources_used, "splits": links.summary(), "copied": links.copied}
         write_atomic(partial / MARKER, json.dumps(made, indent=1) + "\n")
         if root.exists():  # an empty folder (anything else was refused above)
