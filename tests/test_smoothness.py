@@ -35,3 +35,11 @@ def test_the_measure_is_logged_per_tower_with_the_colour_scores() -> None:
     assert logged["kernels/low_freq"] == pytest.approx(
         (logged["kernels/tower0/low_freq"] + logged["kernels/tower1/low_freq"]) / 2
     )
+
+
+def test_the_disc_scales_with_the_kernel_width() -> None:
+    """5 x 5 kernels (the 64-pixel net): DC and its four neighbours, so random kernels score 0.2, not 0.84."""
+    assert random_level(11, 11) == pytest.approx(21 / 121)
+    assert random_level(5, 5) == pytest.approx(5 / 25) and random_level(5, 5, 2.5) == pytest.approx(21 / 25)
+    shares = low_frequency_share(torch.randn(4000, 3, 5, 5, generator=torch.Generator().manual_seed(0)))
+    assert shares.mean().item() == pytest.approx(0.2, abs=0.01)

@@ -154,7 +154,7 @@ def test_the_learned_change_is_scored_apart_from_the_kernels(tmp_path: Path) -> 
     monitor = TowerKernelMonitor()
     monitor.on_train_start(trainer, module)
     initial = net.layer("conv1").weight.detach().clone()
-    with torch.no_grad():  # the learned change: tower 0 grey, tower 1 opponent colour, a tenth of the initial scale
+    with torch.no_grad():  # the learned change: tower 0 grey, tower 1 opponent colour, 0.1x the start
         change = torch.randn_like(initial) * 0.001
         change[:48] = change[:48, :1].expand(-1, 3, -1, -1).clone()
         change[48:] -= change[48:].mean(dim=1, keepdim=True)
