@@ -1,15 +1,18 @@
 """Checkpoint writes that fail (``src/runs/checkpoint_io.py``), without a real full disk: ``torch.save``
 writes through ``FailingWrites``, whose writes fail after a few bytes, as a full disk's do. torch then
 raises its own ``RuntimeError: ... unexpected pos ...`` with the ``OSError`` chained inside, as it did on
-the full disk of issue #15.
+the full disk of issue #15. And the mode of what ``src/utils/atomic.py`` writes: the umask's, as the rest
+of a run's files, not the private 0600 of ``tempfile.mkstemp``.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import os
 import re
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, BinaryIO
@@ -21,6 +24,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from src.runs.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, exit_when_write_fails
+from src.utils import atomic
+from src.utils.atomic import current_umask, write_atomic
 from tests.conftest import quiet_trainer
 
 
@@ -137,3 +142,41 @@ def test_a_failed_first_write_says_there_is_nothing_to_resume(
         "No checkpoint of this run is kept, so there is nothing to resume. To go on: free space on that "
         in (capsys.readouterr().err)
     )
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], None]]:
+    """Set the process's umask for the test; the one it had comes back after."""
+    kept = os.umask(0o022)
+    os.umask(kept)
+    try:
+        yield os.umask
+    finally:
+        os.umask(kept)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(
+    mask: int, mode: int, umask: Callable[[int], None], tmp_path: Path
+) -> None:
+    """As ``open(path, "w")`` would: not the private 0600 of the temporary file they are written as."""
+    umask(mask)
+    assert current_umask() == mask
+    summary = write_atomic(tmp_path / "summary.json", "{}\n")
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(10)}, checkpoint)
+    checkpoint.chmod(0o600)  # replaced: the new file's mode, not the old one's
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(10)}, checkpoint)
+    for path in (summary, checkpoint):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_the_umask_is_read_without_changing_it_with_or_without_proc(
+    umask: Callable[[int], None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    umask(0o027)
+    assert current_umask() == 0o027
+    monkeypatch.setattr(atomic, "PROC_STATUS", tmp_path / "no such file")  # not Linux: os.umask, and back
+    assert current_umask() == 0o027
+    assert os.umask(0o027) == 0o027  # what it was before, still

@@ -168,8 +168,15 @@ def test_debug_runs_that_save_nothing_have_no_checkpoint_callbacks(option: str, 
     cfg = compose_train([f"debug={option}"], tmp_path)
     writers = [cb for cb in build_callbacks(cfg) if isinstance(cb, (ModelCheckpoint, PreemptionCheckpoint))]
     assert writers == [] and cfg.trainer.enable_checkpointing is False
-    limit = compose_train(["debug=limit"], tmp_path)  # a short real run: checkpoints as usual
-    assert len([cb for cb in build_callbacks(limit) if isinstance(cb, ModelCheckpoint)]) == 2
+
+
+def test_debug_limit_writes_checkpoints_only_when_asked(tmp_path: Path) -> None:
+    """A limited run (trainer.limit_train_batches): the callbacks are there, saving nothing (455 MB each
+    otherwise); callbacks.last_checkpoint.save_top_k=1 asks for last.ckpt and the best epoch's weights."""
+    for overrides, kept in (([], 0), (["callbacks.last_checkpoint.save_top_k=1"], 1)):
+        limit = compose_train(["debug=limit", *overrides], tmp_path)
+        savers = [cb for cb in build_callbacks(limit) if isinstance(cb, ModelCheckpoint)]
+        assert [cb.save_top_k for cb in savers] == [kept, kept]
 
 
 @pytest.mark.slow
@@ -183,8 +190,8 @@ def test_debug_limit_runs_on_a_folder_per_class_dataset(tmp_path: Path, train_cl
     run = debug_run_dir(tmp_path)
     rows = csv_rows(run)
     assert sorted({int(r["epoch"]) for r in rows if r["val/acc"]}) == [0, 1, 2]  # 3 epochs
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert "test/acc=" in result.stdout  # 2 test batches of the 6 test photos
+    assert not list(run.rglob("*.ckpt"))  # a limited run keeps no checkpoint (none asked for)
+    assert "test/acc=" in result.stdout  # 2 test batches of the 6 test photos, on the weights it has
     assert not [noise for noise in NOISE if noise in result.stdout + result.stderr]
 
 

@@ -277,6 +277,10 @@ def test_a_resume_that_builds_another_network_names_the_keys_and_writes_nothing(
     torch.save({"net_config": small}, loose)
     with pytest.raises(SystemExit, match="model.fc_width=4096 here, 64 in the checkpoint"):
         rewrite_command_line([f"ckpt_path={loose}"], CONF)
+    weights_only = tmp_path / "epoch_003.ckpt"
+    torch.save({"net_config": small, "state_dict": {}, "epoch": 3}, weights_only)
+    with pytest.raises(SystemExit, match="epoch_003.ckpt holds the weights only .* from checkpoints/last"):
+        rewrite_command_line([f"ckpt_path={weights_only}"], CONF)
     (tmp_path / "damaged.ckpt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(SystemExit, match="damaged.ckpt cannot be read"):
         rewrite_command_line([f"ckpt_path={tmp_path / 'damaged.ckpt'}"], CONF)

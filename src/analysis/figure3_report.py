@@ -1,20 +1,26 @@
 """Figure 3 on real photographs: the report of ``experiment=figure3`` runs (``docs/figure3.md``).
 
-    python -m src.analysis.figure3_report RUN_OR_FOLDER_OR_GLOB [...] [--out docs] [--band-seeds 200]
+    python -m src.analysis.figure3_report RUN_OR_FOLDER_OR_GLOB [...] [--out OUT] [--band-seeds 200]
 
 Section 6.1 / figure 3 of Krizhevsky et al. (NIPS 2012): the two towers' conv1 kernels split into a
 colour-agnostic and a colour-specific group. The sweep (README, "The experiment (Figure 3 on real
 photographs)") trains each arm (``model.towers=1``: the control, whose two kernel halves are compared; 2;
-optionally 4) over a few seeds. This module reads what the runs logged and writes
+optionally 4) over a few seeds. This module reads what the runs logged and writes, under ``--out``
+(by default ``<the runs' folder>/report/``: a sweep's report goes into the sweep, and nothing committed is
+overwritten; ``--out docs`` is the act that updates the committed ``docs/figure3.md`` and ``docs/figure3/``)
 
     <out>/figure3.md                      a table per arm (mean and sd over seeds), the halfway check, the
                                           plots and a statement generated from the numbers
     <out>/figure3/epochs.csv              per run and epoch trained: val/acc and the kernels/* scores
-    <out>/figure3/runs.csv                per run: its final numbers (what the tables are made from)
+    <out>/figure3/runs.csv                per run: its final numbers (what the tables are made from), and
+                                          ``path``, the run's folder relative to ``<out>/figure3/``
     <out>/figure3/split_vs_epoch.png      kernels/split per run, the random-initialisation band per arm and
                                           CaffeNet's split
     <out>/figure3/low_freq_vs_epoch.png   the learning measure per run, the random level and CaffeNet's
     <out>/figure3/kernels_towers{t}.png   the last figure-3 picture of one run per arm
+
+The CSVs are plain (the header row first, as ``csv.DictReader`` and ``pandas.read_csv`` expect); the command
+that made them is the first line of ``figure3.md`` and the ``Comment`` of each PNG.
 
 Each argument is a run folder (one holding ``csv/version_*/metrics.csv``), a folder searched for run folders
 (a sweep folder, ``outputs/``), or a glob of either. Read from each run:
@@ -82,6 +88,7 @@ __all__ = [
     "Reference",
     "Run",
     "caffenet_reference",
+    "default_out",
     "find_run_dirs",
     "main",
     "random_band",
@@ -96,6 +103,7 @@ HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 PICTURES_GLOB = "kernels/epoch_*_figure3.png"
 DIED_FILE = "DIED.txt"  # written by the training-health callback when a run dies
 RUN_FILE = "run.json"  # an archived run's wall times (src/analysis/run_archive.py), which file times lose
+REPORT_DIR = "report"  # without --out, the report goes to <the sweep folder>/report/
 #: What ``experiment=figure3`` initialises from (conf/model/two_tower.yaml).
 INIT = "kaiming_paper_conv1"
 DEFAULT_BAND_SEEDS = 200
@@ -411,7 +419,17 @@ def _run_columns(groups: int) -> list[str]:
     ]
 
 
-def _run_row(run: Run) -> dict[str, object]:
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (``runs/t1_s0``, ``../../0``), the same on every machine; absolute
+    where there is no relative path (another drive)."""
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _run_row(run: Run, folder: Path) -> dict[str, object]:
+    """The run's row of ``runs.csv``, written to ``folder``."""
     return run.final | {
         "run": run.label,
         "towers": run.towers,
@@ -421,13 +439,13 @@ def _run_row(run: Run) -> dict[str, object]:
         "fit_s": run.fit_s,
         "job_s": run.job_s,
         "halfway": run.halfway,
-        "path": str(run.path),
+        "path": _relative(run.path, folder),
     }
 
 
-def _csv_text(columns: Sequence[str], rows: Iterable[dict[str, object]], header: str) -> str:
+def _csv_text(columns: Sequence[str], rows: Iterable[dict[str, object]]) -> str:
+    """A plain CSV: the header row, then the rows (no comment line: readers take the first row as header)."""
     text = io.StringIO(newline="")
-    text.write(f"# {header}\n")
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
@@ -780,8 +798,9 @@ def write_report(
         for run in runs
         for e in sorted(run.epochs)
     )
-    (folder / "epochs.csv").write_text(_csv_text(_epoch_columns(groups), epoch_rows, header))
-    (folder / "runs.csv").write_text(_csv_text(_run_columns(groups), map(_run_row, runs), header))
+    (folder / "epochs.csv").write_text(_csv_text(_epoch_columns(groups), epoch_rows))
+    run_rows = (_run_row(run, folder) for run in runs)
+    (folder / "runs.csv").write_text(_csv_text(_run_columns(groups), run_rows))
     _save_figure(split_plot(runs, bands, reference), folder / "split_vs_epoch.png", header)
     _save_figure(low_freq_plot(runs, reference), folder / "low_freq_vs_epoch.png", header)
     pictures: dict[int, Run] = {}
@@ -796,16 +815,36 @@ def write_report(
     return markdown
 
 
+def default_out(sources: Iterable[str | os.PathLike[str]]) -> Path:
+    """Where the report goes without ``--out``: ``report/`` in the folder the sources share (the sweep
+    folder given, or the one above the run folders or the glob's matches), never over the committed report."""
+    sources = list(sources)
+    paths = []
+    for source in sources:
+        text = str(source)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        paths += [os.path.abspath(p) for p in matches if Path(p).is_dir()]
+    if not paths:
+        raise FileNotFoundError(f"{', '.join(map(str, sources))}: no folder there to write the report under")
+    return Path(os.path.commonpath(paths)) / REPORT_DIR
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", help="run folders, folders above runs (a sweep), or globs")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="writes OUT/figure3.md, OUT/figure3/")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"writes OUT/figure3.md and OUT/figure3/ (default: {REPORT_DIR}/ in the sweep or runs' folder; "
+        "--out docs updates the committed report)",
+    )
     parser.add_argument("--band-seeds", type=int, default=DEFAULT_BAND_SEEDS, help="fresh nets per arm")
     args = parser.parse_args(argv)
-    markdown = write_report(
-        find_run_dirs(args.sources), args.out, args.band_seeds, command=f"{COMMAND} {shlex.join(argv)}"
-    )
+    run_dirs = find_run_dirs(args.sources)
+    out = default_out(args.sources) if args.out is None else args.out
+    markdown = write_report(run_dirs, out, args.band_seeds, command=f"{COMMAND} {shlex.join(argv)}")
     print(f"wrote {markdown} and {markdown.parent / 'figure3'}/")
 
 

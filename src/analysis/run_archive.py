@@ -2,9 +2,9 @@
 
     python -m src.analysis.run_archive RUN [RUN ...] --into docs/figure3/runs [--commit SHA]
 
-A run folder holds checkpoints (455 MB each for the two-tower net) beside a few kilobytes of results. The
-Figure 3 report (:mod:`src.analysis.figure3_report`) reads only the results, so this copies, per run, into
-``<into>/<run name>/``:
+A run folder holds checkpoints (for the two-tower net a 455 MB ``last.ckpt`` and the best epoch's 228 MB of
+weights) beside a few kilobytes of results. The Figure 3 report (:mod:`src.analysis.figure3_report`) reads
+only the results, so this copies, per run, into ``<into>/<run name>/``:
 
 - ``.hydra/config.yaml`` and ``.hydra/overrides.yaml`` (the arm, the seed, the whole recipe);
 - ``csv/version_*/metrics.csv`` (every logged number);

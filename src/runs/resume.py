@@ -160,6 +160,12 @@ def network_mismatch(checkpoint: Path, model: dict[str, Any]) -> list[str]:
             f"ckpt_path: {checkpoint} cannot be read ({type(error).__name__}: {error}); it is damaged or "
             "not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
         ) from None
+    if isinstance(saved, dict) and "state_dict" in saved and "optimizer_states" not in saved:
+        raise SystemExit(
+            f"ckpt_path: {checkpoint} holds the weights only (the best epoch's checkpoint is saved so), "
+            f"not the optimiser's state a resume needs: resume from {CHECKPOINT_DIR}/{LAST_CHECKPOINT} of "
+            "its run (ckpt_path=<run dir>), or evaluate it with src/eval.py"
+        )
     saved = saved.get("net_config") or {} if isinstance(saved, dict) else {}
     model = _with_table_widths(model)
     differ = []
