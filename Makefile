@@ -55,8 +55,8 @@ clean:  ## remove outputs, caches and the venv (not data/)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # make bench ARGS="--data DIR --cache-dir DIR" adds the real-epoch rows (DIR: a folder with train/<class>/)
-bench: $(STAMP)  ## speed benchmarks: prints a table and writes docs/benchmarks.md (ARGS=--quick for a smoke test)
-	$(BIN)/python -m bench.run $(ARGS)
+bench: $(STAMP)  ## speed benchmarks: prints a table and writes docs/benchmarks.md (ARGS=--quick: a smoke test, printed only)
+	$(BIN)/python -m bench.run --out docs/benchmarks.md $(ARGS)
 
 gpu-check: $(STAMP)  ## on one GPU, under 8 minutes: its rows into docs/benchmarks.md (ARGS="--data DIR")
-	$(BIN)/python -m bench.gpu_check $(ARGS)
+	$(BIN)/python -m bench.gpu_check --out docs/benchmarks.md $(ARGS)

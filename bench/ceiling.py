@@ -8,6 +8,10 @@ channels_last (oneDNN's NHWC kernels, the training default):
 - backward: ``aten.convolution_backward``, the gradient of the weights and bias, and of the input for every
   layer but conv1 (the image needs no gradient; autograd skips it in a real step too).
 
+Another member of the family is timed the same way at its own crop size (the 64-pixel net's conv1 5x5/2
+and narrower conv2..conv5 on 56-pixel crops: ``conv_shapes(net, batch, size=56)``), so that each net's step
+is a share of its own ceiling.
+
 The layers are timed in turns (``interleaved_rates``), median of the repeats. The ceiling is what a step
 would reach if everything in it ran at the convolutions' measured rate:
 
@@ -164,9 +168,10 @@ def measure_ceiling(
     return Ceiling(batch, precision, seconds, conv_flops, net_flops), shapes
 
 
-def ceiling_rows(ceiling: Ceiling, shapes: list[ConvShape]) -> list[Row]:
-    """One row per layer (GFLOP/s) and the ceiling's rows for one (batch, precision)."""
-    tag = f"{ceiling.precision}, channels_last, batch {ceiling.batch}"
+def ceiling_rows(ceiling: Ceiling, shapes: list[ConvShape], net: str = "") -> list[Row]:
+    """One row per layer (GFLOP/s) and the ceiling's rows for one (batch, precision); ``net`` names a net
+    other than the paper's two-tower one in every row (``small64 net, 56-pixel crops``)."""
+    tag = f"{net + ', ' if net else ''}{ceiling.precision}, channels_last, batch {ceiling.batch}"
     rows = []
     for shape in shapes:
         seconds = ceiling.seconds[shape.name]

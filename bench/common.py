@@ -1,18 +1,24 @@
-"""Shared pieces of the benchmarks: a table row, timers that interleave the variants, autocast, and the
-markdown table and sections of docs/benchmarks.md."""
+"""Shared pieces of the benchmarks: a table row, the members of the net family the bench runs, timers that
+interleave the variants, autocast, and the markdown table and sections of docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -22,6 +28,72 @@ class Row:
     unit: str
     note: str = ""
     summary: str = ""  # a line for the closing summary of docs/benchmarks.md (issue #18's figures)
+
+
+@dataclass(frozen=True)
+class BenchNet:
+    """A member of the net family as the bench runs it: its layer table (``model.layers``) and the data recipe
+    it is trained on, whose cached image side and crop side (``conf/data/<data>.yaml``) the real-epoch rows
+    and the step rows use, so that the bench and training cannot disagree on them.
+
+    ``epoch`` overrides ``bench.epoch.EpochSettings`` fields: a net whose step is quick times more batches,
+    so that each timed stretch stays long enough (seconds, not a fraction of one) for a shared machine's
+    noise to average out.
+    """
+
+    layers: str
+    data: str  # conf/data/<data>.yaml
+    num_classes: int  # of the step rows: the recipe's classes (the demo's 2 for the paper's net)
+    datasets: tuple[str, ...] = ()  # prepared.json "dataset" names whose folders this net is for
+    epoch: dict[str, Any] = field(default_factory=dict)
+
+    def data_config(self, key: str) -> int:
+        """``key`` of ``conf/data/<data>.yaml``, or of ``base.yaml`` (every recipe's defaults) when unset."""
+        for name in (self.data, "base"):
+            value = (yaml.safe_load((ROOT / "conf" / "data" / f"{name}.yaml").read_text()) or {}).get(key)
+            if value is not None:
+                return int(value)
+        raise KeyError(f"conf/data/{self.data}.yaml and base.yaml set no {key}")
+
+    @property
+    def image_size(self) -> int:
+        """The cached square's side (section 2's 256 for the paper's net)."""
+        return self.data_config("image_size")
+
+    @property
+    def crop_size(self) -> int:
+        """The random crop's side (section 4.1's 224): the layer table's ``input_size`` (a test checks)."""
+        return self.data_config("crop_size")
+
+    @property
+    def label(self) -> str:
+        """How rows name the net: ``small64 net, 56-pixel crops``."""
+        return f"{self.layers} net, {self.crop_size}-pixel crops"
+
+
+NETS = {
+    "paper": BenchNet("paper", "base", num_classes=2),  # the demo's two classes (conf/experiment/demo.yaml)
+    "small64": BenchNet(
+        "small64",
+        "tiny_imagenet",
+        num_classes=200,
+        datasets=("tiny_imagenet",),
+        # A step is about 10x quicker than the paper net's: 16 timed batches of 128 take about as long as the
+        # paper net's 4, the step alone's 8 steps as its 2.
+        epoch={"timed_batches": 16, "step_repeats": 8, "val_timed_batches": {"centre": 4, "ten": 2}},
+    ),
+}
+
+
+def net_for_data(root: Path) -> str:
+    """The member a data folder is for: the one whose ``datasets`` name the dataset of the folder's
+    ``prepared.json`` (``src/datasets/recipes.py`` writes it), else the paper's net. Running the paper's net
+    on Tiny ImageNet would build a 256-pixel cache of 100,000 64-pixel photographs (6.5 GB) by mistake."""
+    try:
+        dataset = json.loads((root / "prepared.json").read_text()).get("dataset")
+    except (OSError, ValueError):
+        return "paper"
+    return next((name for name, net in NETS.items() if dataset in net.datasets), "paper")
 
 
 def median_rate(run: Callable[[], int], repeats: int, warmup: int = 1) -> float:
@@ -91,6 +163,11 @@ def get_section(text: str, name: str) -> str | None:
     if first < 0 or last < first:
         return None
     return text[first : last + len(end)]
+
+
+def section_names(text: str) -> list[str]:
+    """The names of ``text``'s sections, in the order they appear."""
+    return re.findall(r"<!-- (.+?): start -->", text)
 
 
 def put_section(text: str, name: str, body: str) -> str:

@@ -24,6 +24,11 @@ B, C, ..., median of the repeats. The rows:
   ``nn.LocalResponseNorm``; the kernel in bf16 and channels_last too (it computes in fp32 either way).
 - The profile of the fp32 channels_last step at batch 128 (``bench/profile.py``): where the time beyond the
   convolutions goes.
+- The other members of the family (``member_rows``; ``bench.common.NETS``): the 64-pixel net
+  (``layers="small64"``, Tiny ImageNet's 200 classes, 56-pixel crops): its parameters and forward
+  multiply-adds per image with 1, 2 and 4 towers (from the layer shapes), its own convolution ceiling at
+  batch 128 on 56-pixel inputs, and the training defaults' step at batch 128 (in a child process) as a share
+  of it; next to it, timed in turns, the same net at the paper's widths, which its table halves for speed.
 
 bf16 rows run only where the CPU has bf16 arithmetic (AVX512-BF16 or AMX): elsewhere oneDNN emulates it and
 a step runs about 18x slower than fp32 (``src/utils/precision_check.py``); a row says they were skipped.
@@ -49,9 +54,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.ceiling import Ceiling, ceiling_rows, measure_ceiling, share_note
-from bench.common import Row, autocast, interleaved_rates
+from bench.common import NETS, Row, autocast, interleaved_rates
 from src.models.alexnet import AlexNet
 from src.models.classifier import compile_in_place
+from src.models.layer_table import layer_table
 from src.models.lrn import TowerLocalResponseNorm, reference_local_response_norm
 from src.utils.memory import keep_freed_memory
 from src.utils.precision_check import cpu_has_fast_bf16
@@ -114,16 +120,18 @@ class TorchTowerLRN(nn.Module):
         return reference_local_response_norm(x, self.towers)
 
 
-def training_flops_per_image(net: nn.Module, size: int = 224) -> float:
-    """FLOPs of a training step per image: 3 x 2 x multiply-adds (2 x 2 for conv1), from the layer shapes."""
-    macs: list[int] = []  # per layer, in the order the forward runs them
+def layer_macs(net: nn.Module, size: int = 224) -> list[tuple[str, int]]:
+    """``("conv" or "fc", forward multiply-adds per image)`` of every conv and fc layer, in the order the
+    forward runs them, from the layer shapes at ``size`` pixels (a grouped conv's kernels see their own
+    group's channels only)."""
+    macs: list[tuple[str, int]] = []
 
     def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d):
             per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            macs.append(out[0].numel() * per_output)
+            macs.append(("conv", out[0].numel() * per_output))
         elif isinstance(module, nn.Linear):
-            macs.append(module.in_features * module.out_features)
+            macs.append(("fc", module.in_features * module.out_features))
 
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     with torch.no_grad():
@@ -132,8 +140,18 @@ def training_flops_per_image(net: nn.Module, size: int = 224) -> float:
         net.train(was_training)
     for hook in hooks:
         hook.remove()
+    return macs
+
+
+def training_flops_per_image(net: nn.Module, size: int = 224) -> float:
+    """FLOPs of a training step per image: 3 x 2 x multiply-adds (2 x 2 for conv1), from the layer shapes."""
     # The first layer sees the image, which needs no gradient.
-    return sum(2 * (2 if i == 0 else 3) * m for i, m in enumerate(macs))
+    return sum(2 * (2 if i == 0 else 3) * m for i, (_, m) in enumerate(layer_macs(net, size)))
+
+
+def parameter_count(net: nn.Module) -> int:
+    """The net's weights and biases (every trainable number), as section 3 counts its 60 million."""
+    return sum(p.numel() for p in net.parameters())
 
 
 # ------------------------------------------------------------------------------------------------ the timers
@@ -165,8 +183,12 @@ class Step:
     optimizer: torch.optim.Optimizer
     precision: str = "32-true"
     lrn: Callable[[nn.Module], None] | None = None
+    size: int = 224  # the crop side the net is made for
 
-    def runner(self, batch: int, steps: int, device: torch.device, size: int = 224) -> Callable[[], int]:
+    def runner(
+        self, batch: int, steps: int, device: torch.device, size: int | None = None
+    ) -> Callable[[], int]:
+        size = self.size if size is None else size
         # NCHW images, as the datamodule delivers them: a channels_last net converts them in its forward.
         images = torch.randn(batch, 3, size, size, device=device)
         labels = torch.randint(0, self.net.num_classes, (batch,), device=device)
@@ -616,8 +638,137 @@ def _child_main(mode: str, variants: str, repeats: int) -> None:
         plain = two_tower()
         runs = {"two towers, fp32": Step(plain, sgd(plain)).runner(CPU_BATCH, 1, cpu)}
     else:
-        runs = {name: step.runner(batch, 1, cpu) for name, (step, batch) in target_variants().items()}
+        chosen = target_variants() if variants == "targets" else member_variants(variants)
+        runs = {name: step.runner(batch, 1, cpu) for name, (step, batch) in chosen.items()}
     print(json.dumps(interleaved_rates(runs, repeats)))
+
+
+# ------------------------------------------------------------------------- the other members of the family
+
+
+def member_net(name: str, towers: int = 2, **widths: object) -> AlexNet:
+    """Member ``name`` of ``NETS`` as training builds it (channels_last), for its recipe's classes."""
+    torch.manual_seed(0)
+    spec = NETS[name]
+    return AlexNet(spec.num_classes, towers=towers, layers=spec.layers, channels_last=True, **widths)
+
+
+def paper_widths() -> dict[str, object]:
+    """The paper's conv and fc widths (``layer_table.PAPER``): a member's layers at the paper's size."""
+    paper = layer_table("paper")
+    return {"conv_widths": paper.conv_widths, "fc_width": paper.fc_width}
+
+
+def member_variants(name: str) -> dict[str, tuple[Step, int]]:
+    """The training defaults' step of member ``name`` (fused SGD, channels_last; the child keeps freed
+    memory) at batch 128, and in fp32 the same member at the paper's widths, which its table halved for
+    speed (``layer_table.SMALL_64``'s comment): their ratio is what the narrower layers buy."""
+    size = NETS[name].crop_size
+    net, wide = member_net(name), member_net(name, **paper_widths())
+    variants = {
+        f"{name}, {precision}": (
+            Step(net, sgd(net, fused=True), "bf16-mixed" if precision == "bf16" else "32-true", size=size),
+            PAPER_BATCH,
+        )
+        for precision in precisions()
+    }
+    variants[f"{name} at the paper's widths, fp32"] = (
+        Step(wide, sgd(wide, fused=True), size=size),
+        PAPER_BATCH,
+    )
+    return variants
+
+
+def member_size_rows(name: str) -> list[Row]:
+    """Parameters and forward multiply-adds per image of member ``name`` with 1, 2 and 4 towers."""
+    spec = NETS[name]
+    label = f"{spec.label}, {spec.num_classes} classes"
+    rows = []
+    for towers in (1, 2, 4):
+        net = member_net(name, towers)
+        macs = layer_macs(net, spec.crop_size)
+        total, convs = sum(m for _, m in macs), sum(m for kind, m in macs if kind == "conv")
+        count = parameter_count(net)
+        tag = f"{label}, {towers} tower{'s' if towers > 1 else ''}"
+        rows += [
+            Row(f"parameters, {tag}", count / 1e6, "M", f"{count:,}"),
+            Row(
+                f"forward multiply-adds per image, {tag}",
+                total / 1e6,
+                "M",
+                f"{total:,}: conv layers {convs / 1e6:.1f} M, fc layers {(total - convs) / 1e6:.1f} M",
+            ),
+        ]
+    rows.append(
+        Row(
+            f"training FLOPs per image, {label}, 2 towers (3 x 2 x MACs)",
+            training_flops_per_image(member_net(name), spec.crop_size) / 1e9,
+            "GFLOP",
+        )
+    )
+    return rows
+
+
+def member_rows(name: str, quick: bool) -> list[Row]:
+    """Member ``name``'s rows: its size, its convolution ceiling at batch 128 on its own crops, and the
+    training defaults' step at batch 128 as a share of that ceiling (in a child process that keeps freed
+    memory), next to the same member at the paper's widths."""
+    spec = NETS[name]
+    rows = member_size_rows(name)
+    net = member_net(name)
+    flops = training_flops_per_image(net, spec.crop_size)
+    ceilings = {}
+    for precision in precisions():
+        ceiling, shapes = measure_ceiling(
+            net, PAPER_BATCH, precision, flops, 2 if quick else 5, size=spec.crop_size
+        )
+        ceilings[precision] = ceiling
+        rows += ceiling_rows(ceiling, shapes, spec.label)
+    return rows + member_step_rows(name, _child("keep", name, 3 if quick else 9), ceilings)
+
+
+def member_step_rows(name: str, rates: dict[str, float], ceilings: dict[str, Ceiling]) -> list[Row]:
+    """The step rows of member ``name`` from the child's ``rates`` (``member_variants``' names) and its
+    ``ceilings`` (fp32, and bf16 where the CPU has it) at batch 128."""
+    spec = NETS[name]
+    note = "glibc keeping freed memory, fused SGD: the training defaults"
+    rows = []
+    for precision in precisions():
+        rate, ceiling = rates[f"{name}, {precision}"], ceilings[precision]
+        label = "bf16-mixed" if precision == "bf16" else "fp32"
+        rows.append(
+            Row(
+                f"training step, {spec.label}, {label}, channels_last, batch {PAPER_BATCH} ({note})",
+                rate,
+                "img/s",
+                share_note(rate, ceiling),
+                f"{spec.label}: the {label} channels_last step at batch {PAPER_BATCH}: "
+                f"{rate:.0f} img/s, {rate / ceiling.images_per_second:.0%} of its conv ceiling",
+            )
+        )
+    if "bf16" not in precisions():
+        rows.append(Row(f"training step, {spec.label}, bf16-mixed", math.nan, "", NO_BF16))
+    wide = rates[f"{name} at the paper's widths, fp32"]
+    flops = training_flops_per_image(member_net(name), spec.crop_size)
+    wide_flops = training_flops_per_image(member_net(name, **paper_widths()), spec.crop_size)
+    ratio = rates[f"{name}, fp32"] / wide
+    rows += [
+        Row(
+            f"training step, {spec.label} at the paper's widths, fp32, channels_last, batch {PAPER_BATCH} "
+            f"({note})",
+            wide,
+            "img/s",
+            f"{wide_flops / 1e9:.2f} GFLOP per image, {wide_flops / flops:.2f}x the table's widths'",
+        ),
+        Row(
+            f"{spec.label}: the table's widths / the paper's widths, fp32 step at batch {PAPER_BATCH}",
+            ratio,
+            "ratio",
+            "timed in turns in one process",
+            f"{spec.label}: the table's widths step {ratio:.2f}x as fast as the paper's widths",
+        ),
+    ]
+    return rows
 
 
 def profile_rows(quick: bool) -> list[Row]:
@@ -684,7 +835,7 @@ def model_rows(quick: bool) -> tuple[list[Row], float]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="a child process of allocator_rows")
     parser.add_argument(
-        "--child", nargs=3, metavar=("keep|default", "step|targets", "REPEATS"), required=True
+        "--child", nargs=3, metavar=("keep|default", "step|targets|NET", "REPEATS"), required=True
     )
     mode, variants, repeats = parser.parse_args().child
     _child_main(mode, variants, int(repeats))

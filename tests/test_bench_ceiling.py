@@ -39,7 +39,9 @@ def test_measured_ceiling_of_a_small_net_is_finite_and_consistent() -> None:
     flops = training_flops_per_image(net, 64)
     ceiling, shapes = measure_ceiling(net, batch=2, precision="fp32", net_flops=flops, repeats=1, size=64)
     assert set(ceiling.seconds) == {s.name for s in shapes}
-    assert all(0 < t < 10 for t in ceiling.seconds.values())
+    assert all(
+        math.isfinite(t) and t > 0 for t in ceiling.seconds.values()
+    )  # how long: not a test's business
     assert ceiling.images_per_second == pytest.approx(ceiling.conv_rate * 1e9 / flops)
     assert ceiling.convs_alone() > ceiling.images_per_second  # the fc layers add FLOPs, never remove them
     rows = ceiling_rows(ceiling, shapes)

@@ -1,4 +1,5 @@
-"""bench/gpu_check.py in its CPU smoke mode (tiny shapes, seconds), and its section of docs/benchmarks.md."""
+"""bench/gpu_check.py in its CPU smoke mode (tiny shapes, seconds), its section of a markdown file, and
+where it writes (issue #26): only where ``--out`` says, and a smoke run never into docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import bench.gpu_check
 from bench.common import Row, get_section, put_section
-from bench.gpu_check import SECTION
-from bench.run import write_markdown
+from bench.gpu_check import SECTION, TRACKED
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_TABLE = "# Benchmarks\n\nthe CPU rows of make bench\n"
@@ -55,7 +56,7 @@ def test_smoke_mode_writes_every_row_with_finite_positive_figures(smoke: tuple[s
     rates = {name: value for name, (value, unit, _) in measured.items() if unit != "%"}
     assert rates and all(math.isfinite(value) and value > 0 for value in rates.values())
     (lrn,) = (value for name, (value, _, _) in measured.items() if "LRN's share" in name)
-    assert -100 < lrn < 100  # a difference of two timings: on a tiny net, noise may make it negative
+    assert math.isfinite(lrn)  # a difference of two timings: any sign and size under load
     names = " / ".join(measured)
     for wanted in (
         "bf16 matmul",
@@ -78,19 +79,29 @@ def test_the_cpu_rows_stay_and_the_table_is_printed(smoke: tuple[str, str]) -> N
     assert "| GPU bf16 matmul" in stdout
 
 
-def test_make_bench_keeps_the_gpu_section(tmp_path: Path) -> None:
-    out = tmp_path / "benchmarks.md"
-    out.write_text(put_section("# old CPU rows\n", SECTION, "## GPU check\n\n| a | 1 | x | |"))
-    rows = [
-        Row("step", 12.5, "img/s", summary="the step: 91 % of its ceiling"),
-        Row("skipped", math.nan, "", "why"),
-    ]
-    write_markdown(out, rows, {"command": "t"})
-    text = out.read_text()
-    assert "# old CPU rows" not in text and "| step | 12.50 | img/s |  |" in text
-    assert "| skipped | - |  | why |" in text
-    assert text.index("- the step: 91 % of its ceiling") < text.index("## GPU check")  # the closing note
-    assert get_section(text, SECTION) == put_section("", SECTION, "## GPU check\n\n| a | 1 | x | |").strip()
+def test_without_out_the_check_prints_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(bench.gpu_check, "measure", lambda *_: [Row("GPU step", 12.5, "img/s")])
+    monkeypatch.chdir(tmp_path)
+    before = TRACKED.read_text() if TRACKED.exists() else None
+    assert bench.gpu_check.main(["--smoke"]) == 0
+    out, err = capsys.readouterr()
+    assert "| GPU step | 12.50 | img/s |  |" in out and "not written anywhere" in err
+    assert list(tmp_path.iterdir()) == [] and (TRACKED.read_text() if TRACKED.exists() else None) == before
+
+
+@pytest.mark.parametrize("out", ["docs/benchmarks.md", str(ROOT / "docs" / "benchmarks.md")])
+def test_smoke_figures_never_go_into_the_tracked_file(
+    monkeypatch: pytest.MonkeyPatch, out: str, capsys: pytest.CaptureFixture
+) -> None:
+    writes: list[Path] = []
+    monkeypatch.setattr(bench.gpu_check, "measure", lambda *_: [Row("GPU step", 12.5, "img/s")])
+    monkeypatch.setattr(bench.gpu_check, "write_text_atomic", lambda path, _: writes.append(path))
+    monkeypatch.chdir(ROOT)
+    assert bench.gpu_check.main(["--smoke", "--out", out]) == 0
+    out_text, err = capsys.readouterr()
+    assert writes == [] and "never written into" in err and "| GPU step | 12.50 |" in out_text
 
 
 def test_put_section_replaces_only_its_own_section() -> None:

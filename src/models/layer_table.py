@@ -123,9 +123,9 @@ PAPER = LayerTable(
 #   tower), large enough to show orientation and colour.
 # - Maps: 56 -> 28 -> pool 13 -> 13 -> pool 6 -> 6 -> 6 -> 6 -> pool 2; fc6 reads conv5's kernels x 2 x 2.
 # - conv2..conv5 and fc6/fc7 at half the paper's widths (one of its towers' worth): the study's budget
-#   demands it. At the paper's widths a step ran at about half the speed (docs/benchmarks.md, "The 64-pixel
-#   net"), ~17 minutes a Tiny ImageNet epoch on these 2-core machines, which leaves too few epochs a run
-#   for the arms and seeds of docs/split-study.md. conv1, the layer figure 3 is about, keeps its width.
+#   demands it. At the paper's widths the training step ran 1.9x slower (docs/benchmarks.md, "The 64-pixel
+#   net"), which would leave half the epochs a run for the arms and seeds of docs/split-study.md. conv1,
+#   the layer figure 3 is about, keeps its width.
 SMALL_64 = LayerTable(
     "small64",
     56,
