@@ -11,6 +11,8 @@ layer definitions give the decay ``wc`` to weights alone.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,12 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.alexnet import AlexNet
+from src.utils.console import say
 
 NET_CONFIG_KEY = "net_config"  # the checkpoint entry that rebuilds the network (see load_network)
+WARMUP_KEY = "warmup_steps_chosen"  # the checkpoint entry with the warm-up the run chose (see fitted_warmup)
+# An explicit warm-up (warmup_fraction None) longer than this share of the run is warned about.
+WARMUP_WARN_SHARE = 0.25
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -39,10 +45,15 @@ class TowerClassifier(L.LightningModule):
             ``None`` for a module that only evaluates.
         scheduler: a partial taking the optimizer, or ``None`` for a constant learning rate.
         scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` watches.
-        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over the first
-            ``warmup_steps`` optimiser steps (Goyal et al. 2017, section 2.2); 0: no warm-up (the paper).
+        warmup_steps: the learning rate rises linearly from ``lr / W`` to ``lr`` over the first ``W``
+            optimiser steps (Goyal et al. 2017, section 2.2), ``W`` the warm-up ``fitted_warmup`` chooses
+            at the start of fit from ``warmup_steps`` and ``warmup_fraction``; 0: no warm-up (the paper).
             The warm-up scales each step's rate and leaves the scheduled rate alone, so a plateau schedule
-            and a resumed run see the rate they set.
+            and a resumed run see the rate they set. A resumed run keeps the warm-up it started with.
+        warmup_fraction: the warm-up's longest share of the run's optimiser steps: ``W = min(warmup_steps,
+            floor(warmup_fraction x the run's steps))``, so that a short run reaches its full rate early.
+            ``None``: ``warmup_steps`` as given, with a warning when it covers more than
+            ``WARMUP_WARN_SHARE`` of the run.
         lr_batch: the global batch the optimizer's ``lr`` is meant for; the rate is scaled linearly to
             the run's batch (``lr x batch / lr_batch``, Goyal et al. 2017, section 2.1). ``None``: as given.
         compile: ``torch.compile`` the network in ``configure_model`` (``compile=true`` in the config).
@@ -57,16 +68,21 @@ class TowerClassifier(L.LightningModule):
         compile: bool = False,
         warmup_steps: int = 0,
         lr_batch: int | None = None,
+        warmup_fraction: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self._inside_warmup_step = False  # optimizer_step has scaled the groups' rates by the warm-up factor
+        self._warmup_steps: int | None = None  # the warm-up chosen when training starts (on_train_start)
+        self._restored_warmup: int | None = None  # the one a resumed run's checkpoint holds
         if warmup_steps < 0 or (lr_batch is not None and lr_batch < 1):
             raise ValueError(
                 f"scheduler.warmup_steps must be >= 0 and scheduler.lr_batch a positive batch or null, "
                 f"got {warmup_steps} and {lr_batch}"
             )
+        if warmup_fraction is not None and not 0 < warmup_fraction <= 1:
+            raise ValueError(f"scheduler.warmup_fraction must be in (0, 1] or null, got {warmup_fraction}")
         self.compile_net = compile
         self._net_compiled = False
         num_classes = net.num_classes
@@ -137,11 +153,56 @@ class TowerClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[NET_CONFIG_KEY] = self.net.config()
+        if self._warmup_steps is not None:
+            checkpoint[WARMUP_KEY] = self._warmup_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_warmup = checkpoint.get(WARMUP_KEY)
+
+    def on_train_start(self) -> None:
+        """Choose the warm-up (``fitted_warmup``) for this run's length, or keep a resumed run's, and say so.
+
+        The run's length is Lightning's ``estimated_stepping_batches``: the optimiser steps ``max_epochs``
+        (or ``max_steps``) take, after ``limit_train_batches``, ``overfit_batches`` and
+        ``accumulate_grad_batches``. A resumed run keeps the warm-up its checkpoint holds, so that a longer
+        run (``ckpt_path=last trainer.max_epochs=...``) does not move a warm-up already under way; a
+        checkpoint written before the warm-up fitted the run has none, and it is chosen again.
+        """
+        warmup = self.hparams.get("warmup_steps", 0)
+        fraction = self.hparams.get("warmup_fraction")
+        restored = self._restored_warmup if self.trainer.ckpt_path else None
+        self._restored_warmup = None
+        long_warmup = ""
+        if restored is not None:
+            self._warmup_steps = int(restored)
+            line = (
+                f"warm-up: {restored} step{'' if restored == 1 else 's'}, as this run chose when it started "
+                "(kept in its checkpoint)"
+                if warmup
+                else ""
+            )
+        else:
+            total = self.trainer.estimated_stepping_batches
+            self._warmup_steps = fitted_warmup(warmup, fraction, total)
+            line = warmup_line(warmup, fraction, total, self._warmup_steps)
+            long_warmup = warmup_warning(warmup, fraction, total, self.trainer.optimizers[0])
+        if self.trainer.is_global_zero:
+            if line:
+                say(line)
+            if long_warmup:
+                warnings.warn(long_warmup, UserWarning, stacklevel=1)
+
+    @property
+    def chosen_warmup(self) -> int:
+        """The warm-up this run uses: chosen when training starts; ``warmup_steps`` as given before that."""
+        if self._warmup_steps is not None:
+            return self._warmup_steps
+        return self.hparams.get("warmup_steps", 0)
 
     def warmup_factor(self, step: int | None = None) -> float:
         """The share of the scheduled learning rate step ``step`` (0-based; default: the current step) uses
         (1 after the warm-up)."""
-        warmup = self.hparams.get("warmup_steps", 0)
+        warmup = self.chosen_warmup
         if not warmup or self._trainer is None:
             return 1.0
         step = self.trainer.global_step if step is None else step
@@ -201,7 +262,7 @@ class TowerClassifier(L.LightningModule):
         for group in optimizer.param_groups:
             group["lr"] = self.batch_scaled(group["lr"])
         if optimizer.param_groups[0]["lr"] != given and self.trainer.is_global_zero:
-            print(
+            say(
                 f"learning rate: {given:g} at batch {self.hparams.lr_batch} -> "
                 f"{optimizer.param_groups[0]['lr']:g} at batch {self.trainer.datamodule.batch_size}"
             )
@@ -220,6 +281,56 @@ class TowerClassifier(L.LightningModule):
                 "frequency": every if isinstance(every, int) and every > 1 else 1,
             },
         }
+
+
+def fitted_warmup(warmup_steps: int, warmup_fraction: float | None, total_steps: float) -> int:
+    """The warm-up of a run of ``total_steps`` optimiser steps: ``min(warmup_steps, floor(warmup_fraction x
+    total_steps))``; ``warmup_steps`` as given when ``warmup_fraction`` is ``None`` or the run's length is
+    not known (``total_steps`` infinite or not positive)."""
+    if warmup_fraction is None or not math.isfinite(total_steps) or total_steps < 1:
+        return warmup_steps
+    return min(warmup_steps, math.floor(warmup_fraction * total_steps))
+
+
+def warmup_line(warmup_steps: int, warmup_fraction: float | None, total_steps: float, chosen: int) -> str:
+    """The line a run prints about the warm-up it chose (empty when none was asked for)."""
+    if not warmup_steps:
+        return ""
+    steps = f"{chosen} step{'' if chosen == 1 else 's'}"
+    if warmup_fraction is None:
+        return f"warm-up: {steps} (scheduler.warmup_steps, as given: scheduler.warmup_fraction=null)"
+    if not math.isfinite(total_steps) or total_steps < 1:
+        return f"warm-up: {steps} (scheduler.warmup_steps: this run's length is not known)"
+    total = int(total_steps)
+    share = f"{warmup_fraction * 100:g} % of this run's {total} step{'' if total == 1 else 's'}"
+    if chosen == warmup_steps:
+        longest = math.floor(warmup_fraction * total)
+        return f"warm-up: {steps} (scheduler.warmup_steps; {share} would be {longest})"
+    if chosen == 0:
+        return f"warm-up: none ({share} is under one step)"
+    return f"warm-up: {steps} ({share}; scheduler.warmup_steps={warmup_steps} is the cap)"
+
+
+def warmup_warning(
+    warmup_steps: int, warmup_fraction: float | None, total_steps: float, optimizer: torch.optim.Optimizer
+) -> str:
+    """A warning when an explicit warm-up (``warmup_fraction`` None) covers more than ``WARMUP_WARN_SHARE``
+    of a run of known length; empty otherwise."""
+    if warmup_fraction is not None or not math.isfinite(total_steps) or total_steps < 1:
+        return ""
+    total = int(total_steps)
+    if warmup_steps <= WARMUP_WARN_SHARE * total:
+        return ""
+    message = (
+        f"scheduler.warmup_steps={warmup_steps} covers {warmup_steps / total * 100:.0f} % of this run's "
+        f"{total} steps (more than {WARMUP_WARN_SHARE * 100:g} %)"
+    )
+    if warmup_steps > total:
+        rate = optimizer.param_groups[0]["lr"]
+        message += (
+            f": the rate is still rising when the run ends, at {rate * total / warmup_steps:.3g} of {rate:g}"
+        )
+    return message + f"; scheduler.warmup_fraction={WARMUP_WARN_SHARE:g} fits the warm-up to the run"
 
 
 def compile_in_place(net: torch.nn.Module) -> None:
