@@ -9,6 +9,10 @@ training lets a researcher fetch the data once, on a machine with internet, and 
     python src/prepare.py data=kaggle data.source.path=~/Downloads/train.zip
     python src/prepare.py data=oxford_pets_breeds
     python src/prepare.py data=imagenette data.source.size=px160
+
+A download that cannot be made (no network, a file gone from its server, a checksum that does not match)
+ends the command with its one-line message (``src/datasets/download.py``) and exit code 1, no traceback;
+``python src/prepare.py --help`` lists the keys.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.data.layouts import find_labelled_images  # noqa: E402
+from src.datasets.download import ChecksumError, DownloadError  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
 
 
@@ -47,7 +52,10 @@ def prepare(cfg: DictConfig) -> dict[str, dict[str, int]]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    prepare(cfg)
+    try:
+        prepare(cfg)
+    except (DownloadError, ChecksumError) as error:  # the message says what happened and what to do
+        raise SystemExit(str(error)) from None
     hydra_cfg = HydraConfig.get()
     same_data = [f"data={hydra_cfg.runtime.choices.get('data')}"]  # and the overrides that shape the data
     same_data += [o for o in hydra_cfg.overrides.task if o.startswith(("data.", "paths.data_dir"))]

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from src.datasets import download
-from src.datasets.download import ChecksumError, DownloadError, RetryPolicy, fetch
+from src.datasets.download import ChecksumError, DownloadError, HostNotFoundError, RetryPolicy, fetch
 from tests.archive_server import serve
+from tests.conftest import ROOT, run_env
 
 PAYLOAD = os.urandom(1_000_000)
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -138,3 +142,105 @@ def test_file_urls_and_paths_are_copied_and_verified(tmp_path: Path) -> None:
     assert fetch(str(source), tmp_path / "b.tgz", md5=MD5).read_bytes() == PAYLOAD
     with pytest.raises(ChecksumError, match="c.tgz"):
         fetch(str(source), tmp_path / "c.tgz", sha256="f" * 64)
+
+
+# --- a host name that does not resolve (issue #26) ---------------------------------------------------------
+
+UNRESOLVABLE = "http://no-such-host.invalid/x.tgz"  # .invalid never resolves (RFC 6761)
+
+
+@pytest.fixture
+def no_dns_wait(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``.invalid`` names fail to resolve at once, as a resolver answers when offline: the test never waits
+    on a real DNS server. Returns the names looked up."""
+    real = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(str(host))
+        if str(host).endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_naming_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_dns_wait: list[str],
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    patient = RetryPolicy(attempts=5, backoff_s=2.0, timeout_s=1)
+    with pytest.raises(HostNotFoundError) as error:
+        fetch(UNRESOLVABLE, tmp_path / "x.tgz", policy=patient)
+    assert str(error.value) == (
+        f"cannot resolve no-such-host.invalid (no network?): download {UNRESOLVABLE} on a machine with "
+        f"internet, put it at {tmp_path / 'x.tgz'} and run this again (the file is verified and used)"
+    )
+    assert isinstance(error.value, DownloadError)  # what callers already catch
+    assert waits == [] and no_dns_wait.count("no-such-host.invalid") == 1  # one try, no retry
+    assert list(tmp_path.iterdir()) == []  # no .part left behind
+    printed = capsys.readouterr()
+    assert printed.out == "" and "x.tgz" not in printed.err  # not even an empty progress bar
+
+
+def test_transient_errors_are_still_retried_beside_the_dns_check(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_dns_wait: list[str]
+) -> None:
+    base, state = server  # 127.0.0.1: resolves; 503 twice, then the file
+    state.fail_times["/data.tgz"] = 2
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    path = fetch(f"{base}/data.tgz", tmp_path / "data.tgz", sha256=SHA256, policy=FAST, progress=False)
+    assert path.read_bytes() == PAYLOAD and len(waits) == 2 and len(state.requests) == 3
+
+
+def test_a_failed_download_leaves_no_empty_part_file(server, tmp_path: Path, monkeypatch) -> None:
+    base, state = server
+    with pytest.raises(DownloadError, match=r"missing\.tgz: HTTP 404"):
+        fetch(f"{base}/missing.tgz", tmp_path / "missing.tgz", policy=FAST, progress=False)
+    state.fail_times["/data.tgz"] = 10
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)
+    with pytest.raises(DownloadError, match="gave up after 3 attempts .*; nothing was received"):
+        fetch(f"{base}/data.tgz", tmp_path / "data.tgz", policy=FAST, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dns_failure_keeps_the_bytes_of_an_earlier_try(tmp_path: Path, no_dns_wait: list[str]) -> None:
+    part = tmp_path / "x.tgz.part"
+    part.write_bytes(PAYLOAD[:1000])  # an earlier run got this far before the network went
+    with pytest.raises(HostNotFoundError):
+        fetch(UNRESOLVABLE, tmp_path / "x.tgz", policy=FAST, progress=False)
+    assert part.read_bytes() == PAYLOAD[:1000]  # resumed when the network is back
+
+
+@pytest.mark.slow
+def test_prepare_offline_prints_one_line_and_leaves_nothing_partial(tmp_path: Path) -> None:
+    """``python src/prepare.py`` with a download from a host that does not resolve, through the real
+    resolver (``.invalid`` is answered at once, RFC 6761): no retries even with 5 attempts 30 s apart."""
+    data = tmp_path / "data"
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "prepare.py"),
+        "data=imagenette",
+        "data.source.size=px160",
+        f"data.source.sizes.px160.url={UNRESOLVABLE}",
+        "data.source.download.backoff_s=30",
+        f"paths.data_dir={data}",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+    ]
+    env = run_env(tmp_path) | {"RES_OPTIONS": "timeout:1 attempts:1"}  # glibc: a slow resolver waits 1 s
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    dest = data / "downloads" / "x.tgz"
+    assert result.stderr.splitlines() == [
+        f"cannot resolve no-such-host.invalid (no network?): download {UNRESOLVABLE} on a machine with "
+        f"internet, put it at {dest} and run this again (the file is verified and used)"
+    ]
+    assert "retrying" not in result.stdout
+    assert list((data / "downloads").iterdir()) == []  # no x.tgz.part
+    assert not (data / "imagenette-px160").exists() and not (data / "imagenette-px160.partial").exists()

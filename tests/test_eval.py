@@ -1,7 +1,9 @@
-"""``python src/eval.py``: centre-crop and ten-crop testing of a checkpoint (paper section 4.1)."""
+"""``python src/eval.py``: centre-crop and ten-crop testing of a checkpoint (paper section 4.1), on the test
+split or (``split=val``) on the validation images the training run held out."""
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 from pathlib import Path
@@ -10,6 +12,8 @@ import pytest
 from PIL import Image
 
 from tests.test_train import TINY_DATA, TINY_GENERATED, run_dir
+
+RESULT = re.compile(r"^((?:test|val)/\w+) = ([0-9.]+)$", flags=re.MULTILINE)
 
 # What Lightning printed when eval restored a training checkpoint through trainer.test(ckpt_path=...).
 CHECKPOINT_CALLBACK_WARNINGS = (
@@ -27,7 +31,7 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
     checkpoint = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     result = eval_cli(f"ckpt_path={checkpoint}", data, *TINY_GENERATED, "data.batch_size=4", "trainer=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
-    values = dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", result.stdout, flags=re.MULTILINE))
+    values = dict(RESULT.findall(result.stdout))
     assert set(values) == {"test/centre_acc", "test/centre_loss", "test/ten_crop_acc", "test/ten_crop_loss"}
     for name in ("centre", "ten_crop"):
         accuracy = float(values[f"test/{name}_acc"])
@@ -38,8 +42,26 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
     output = result.stdout + result.stderr
     for warning in CHECKPOINT_CALLBACK_WARNINGS:  # the training run's callbacks are not restored
         assert warning not in output, output[-3000:]
+    assert "last.ckpt on " in result.stdout and "ten_crop: the ten views, softmax averaged" in result.stdout
+    assert "Test metric" not in result.stdout  # not Lightning's two alike test/acc tables
     (metrics,) = (tmp_path / "outputs" / "eval" / "runs").glob("*/csv/version_0/metrics.csv")
-    assert "test/ten_crop_acc" in metrics.read_text()
+    header, *rows = metrics.read_text().splitlines()
+    assert set(header.split(",")) - {"step", "epoch"} == set(values)  # no unlabelled test/acc column
+    assert len(rows) == 1
+
+    # split=val: the validation images the run held out of train/ (its data.val_fraction=0.25, read from
+    # the run's .hydra/config.yaml: 3 of each class's 12), for data without test/.
+    shutil.copytree(tmp_path / "synthetic" / "train", tmp_path / "train_only" / "train")
+    train_only = ["data=catsdogs", f"data.root={tmp_path / 'train_only'}", "trainer=cpu", "data.batch_size=4"]
+    validated = eval_cli(f"ckpt_path={checkpoint}", *train_only, "split=val")
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert "data.val_fraction=0.25 data.split_seed=0, as the training run had it" in validated.stdout
+    val = dict(RESULT.findall(validated.stdout))
+    assert set(val) == {"val/centre_acc", "val/centre_loss", "val/ten_crop_acc", "val/ten_crop_loss"}
+    assert all(float(val[f"val/{name}_acc"]) * 6 % 1 == 0 for name in ("centre", "ten_crop"))  # 6 images
+    history = [r for r in csv.DictReader((run_dir(tmp_path) / "csv" / "version_0" / "metrics.csv").open())]
+    (trained_val,) = [r["val/acc"] for r in history if r.get("val/acc")]  # the run validated on the centre
+    assert float(val["val/centre_acc"]) == pytest.approx(float(trained_val))  # the same 6 images
 
     # The same test images in a dataset without train/: the pixel statistics come from the checkpoint,
     # so the figures are exactly the same.
@@ -48,7 +70,7 @@ def test_eval_reports_centre_and_ten_crop_accuracy(tmp_path: Path, train_cli, ev
         f"ckpt_path={checkpoint}", "data=catsdogs", f"data.root={tmp_path / 'test_only'}", "trainer=cpu"
     )
     assert alone.returncode == 0, alone.stderr[-3000:]
-    assert dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", alone.stdout, flags=re.MULTILINE)) == values
+    assert dict(RESULT.findall(alone.stdout)) == values
 
     # A test set with other classes (here: another data= than the run's) is refused, naming both lists.
     for cls in ("crow", "owl"):
@@ -70,6 +92,23 @@ def test_eval_missing_checkpoint_names_it(tmp_path: Path, eval_cli) -> None:
     assert f"ckpt_path={tmp_path / 'nothing.ckpt'} is not a file" in result.stderr
 
 
+def test_data_without_a_test_split_points_to_split_val_in_one_line(tmp_path: Path, eval_cli) -> None:
+    """The README's ``data=catsdogs``: Kaggle's recipe lays out train/ alone."""
+    (tmp_path / "catsdogs" / "train").mkdir(parents=True)
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.write_bytes(b"")  # not read: the split is checked first
+    data = ["data=catsdogs", f"data.root={tmp_path / 'catsdogs'}"]
+    result = eval_cli(f"ckpt_path={checkpoint}", *data)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"{tmp_path / 'catsdogs'} has no test/ split; evaluate the validation split with split=val "
+        "(the images the training run held out of train/)"
+    )
+    assert result.stdout == ""
+    unknown = eval_cli(f"ckpt_path={checkpoint}", *data, "split=train")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("split=train is not known: split=test")
+
+
 @pytest.mark.slow
 def test_eval_runs_on_an_imported_weights_file(tmp_path: Path, eval_cli) -> None:
     """``ckpt_path=<bvlc_alexnet.npy>``: published weights, imported, on a test split with no train/."""
@@ -84,7 +123,7 @@ def test_eval_runs_on_an_imported_weights_file(tmp_path: Path, eval_cli) -> None
     data = ["data=catsdogs", f"data.root={tmp_path / 'test_only'}", "data.batch_size=4"]
     result = eval_cli(f"ckpt_path={weights}", *data, "trainer=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
-    values = dict(re.findall(r"^(test/\w+) = ([0-9.]+)$", result.stdout, flags=re.MULTILINE))
+    values = dict(RESULT.findall(result.stdout))
     assert set(values) == {"test/centre_acc", "test/centre_loss", "test/ten_crop_acc", "test/ten_crop_loss"}
     assert all(float(values[f"test/{name}_acc"]) * 8 % 1 == 0 for name in ("centre", "ten_crop"))
     output = result.stdout + result.stderr

@@ -11,6 +11,11 @@ with a progress bar, and forwards any ``requests.get`` argument. What it lacks, 
 - **Retries with exponential backoff** on a dropped connection, a timeout and HTTP 429/5xx: waits of
   ``backoff_s``, 2 x ``backoff_s``, 4 x ... (at most a minute) between ``attempts``. Other HTTP errors
   (403, 404) are final and name the URL.
+- **No retries for a host name that does not resolve** (no network, a mistyped host): waiting does not
+  bring the network back, so ``HostNotFoundError`` is raised at once, with one line that names the host,
+  the URL and where to put the file downloaded by hand (``dest``: a file there is verified and used, no
+  download). An empty ``.part`` file is removed whenever a download fails: a failed run leaves only bytes
+  to resume.
 - **Verification that names the file.** sha256 (and md5, where the publisher gives only that) of the whole
   file; a mismatch deletes the file and raises ``ChecksumError`` with the file name, the URL, the expected
   and the actual hash. With no hash pinned (``sha256: null``), the hash is printed with the config key to
@@ -24,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,7 @@ from urllib.parse import unquote, urlparse
 
 import pooch
 import requests
+from urllib3.exceptions import NameResolutionError
 
 CHUNK = 1 << 16  # bytes per write; a dropped connection loses at most the chunk in flight (pooch: 1 KiB)
 HASH_CHUNK = 1 << 20
@@ -42,6 +49,10 @@ _CONTENT_RANGE = re.compile(r"^bytes (?:(?P<start>\d+)-\d+|\*)/(?P<total>\d+|\*)
 
 class DownloadError(RuntimeError):
     """The file could not be downloaded (the message names the URL, and the ``.part`` file kept)."""
+
+
+class HostNotFoundError(DownloadError):
+    """The URL's host name does not resolve: no network, or a mistyped host (not retried)."""
 
 
 class ChecksumError(ValueError):
@@ -140,7 +151,20 @@ def fetch(
 
 
 def download_http(url: str, part: Path, policy: RetryPolicy, progress: bool = True) -> None:
-    """Download ``url`` into ``part``, resuming what ``part`` holds; retry as ``policy`` says."""
+    """Download ``url`` into ``part``, resuming what ``part`` holds; retry as ``policy`` says.
+
+    ``HostNotFoundError`` at once when the host name does not resolve; an empty ``part`` is removed whenever
+    the download fails.
+    """
+    try:
+        _download_with_retries(url, part, policy, progress)
+    except BaseException:
+        if part.exists() and part.stat().st_size == 0:
+            part.unlink()
+        raise
+
+
+def _download_with_retries(url: str, part: Path, policy: RetryPolicy, progress: bool) -> None:
     last_error: Exception | None = None
     for attempt in range(1, policy.attempts + 1):
         offset = part.stat().st_size if part.exists() else 0
@@ -155,45 +179,99 @@ def download_http(url: str, part: Path, policy: RetryPolicy, progress: bool = Tr
                 raise DownloadError(f"{url}: HTTP {status} ({error}); not retrying") from error
             last_error = error
         except (requests.RequestException, _IncompleteError) as error:
+            host = unresolved_host(error)
+            if host is not None:
+                raise HostNotFoundError(
+                    host_not_found(host or urlparse(url).hostname or url, url, part)
+                ) from error
             last_error = error
         if attempt < policy.attempts:
             wait = policy.wait(attempt)
             print(f"{url}: attempt {attempt}/{policy.attempts} failed ({last_error}); retrying in {wait:g} s")
             time.sleep(wait)
     kept = part.stat().st_size if part.exists() else 0
+    where = (
+        f"the {kept:,} bytes received are kept in {part}, and the next run resumes from there"
+        if kept
+        else "nothing was received"
+    )
     raise DownloadError(
-        f"{url}: gave up after {policy.attempts} attempts ({last_error}); the {kept:,} bytes received are "
-        f"kept in {part}, and the next run resumes from there"
+        f"{url}: gave up after {policy.attempts} attempts ({last_error}); {where}"
     ) from last_error
+
+
+def unresolved_host(error: BaseException) -> str | None:
+    """The host name that did not resolve, when ``error`` is (or wraps) a failed name lookup: ``""`` when the
+    lookup failed but the name is not recorded; None for any other error."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, NameResolutionError):
+            return str(getattr(current, "_host", "") or "")
+        if isinstance(current, socket.gaierror):
+            return ""
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+    return None
+
+
+def host_not_found(host: str, url: str, part: Path) -> str:
+    """One line: the host that does not resolve, and how to go on without it."""
+    dest = part.with_name(part.name.removesuffix(".part"))
+    return (
+        f"cannot resolve {host} (no network?): download {url} on a machine with internet, put it at {dest} "
+        "and run this again (the file is verified and used)"
+    )
 
 
 class _Progress:
     """The progress bar pooch's ``HTTPDownloader`` drives (``total``, ``update``, ``reset``, ``close``), over
-    the whole file: a resumed download starts at the bytes already on disk, not at zero."""
+    the whole file: a resumed download starts at the bytes already on disk, not at zero. The bar is drawn
+    once the server has answered (pooch sets ``total``), so a request that fails draws none."""
 
     def __init__(self, name: str, offset: int) -> None:
-        from tqdm import tqdm  # installed with lightning; pooch needs it for progress bars too
-
+        self.name = name
         self.offset = offset
-        self.bar = tqdm(desc=name, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, ncols=90)
+        self.bar: Any = None
+
+    def _bar(self) -> Any:
+        if self.bar is None:
+            from tqdm import tqdm  # installed with lightning; pooch needs it for progress bars too
+
+            self.bar = tqdm(
+                desc=self.name, initial=self.offset, unit="B", unit_scale=True, unit_divisor=1024, ncols=90
+            )
+        return self.bar
 
     @property
     def total(self) -> float | None:
-        return self.bar.total
+        return self.bar.total if self.bar is not None else None
 
     @total.setter
     def total(self, remaining: int) -> None:  # pooch sets the response's length: what is left to come
-        self.bar.total = self.offset + remaining if remaining else None
-        self.bar.refresh()
+        bar = self._bar()
+        bar.total = self.offset + remaining if remaining else None
+        bar.refresh()
 
     def update(self, n: int) -> None:
-        self.bar.update(n)
+        self._bar().update(n)
 
     def reset(self) -> None:  # pooch resets, then adds the whole response's length
-        self.bar.n = self.offset
+        self._bar().n = self.offset
+
+    def restart(self) -> None:
+        """The server sends the whole file again: count from zero."""
+        self.offset = 0
+        if self.bar is not None:
+            self.bar.n = 0
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _IncompleteError(Exception):
@@ -231,7 +309,7 @@ def _request(url: str, part: Path, offset: int, timeout_s: float, progress: bool
                     handle.seek(0)
                     handle.truncate()
                     if bar:
-                        bar.offset = bar.bar.n = 0
+                        bar.restart()
                 expected_total[0] = int(length) if length else None
             return response
 
