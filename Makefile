@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo train figure3 test test-long lint format bench gpu-check clean
+.PHONY: help install demo train figure3 test test-long lint format bench gpu-check clean clean-all
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,24 +35,28 @@ DATA ?= data=imagenette
 figure3: $(STAMP)  ## the Figure 3 sweep, e.g. make figure3 DATA="data=folders data.root=DIR data.num_classes=10"
 	$(BIN)/python src/train.py -m experiment=figure3 model.towers=$(TOWERS) seed=$(SEEDS) $(DATA) $(ARGS)
 
-test: $(STAMP)  ## lint, then the test suite (about 10 minutes on 2 cores) without the long runs
-	$(BIN)/ruff check src tests bench
+test: $(STAMP)  ## lint and format check, then the test suite in random order (about 10 minutes on 2 cores) without the long runs
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
 
 test-long: $(STAMP)  ## the 16 long end-to-end runs that make test leaves out (about 8 minutes; CI runs both)
 	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 format: $(STAMP)  ## ruff format and fix
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts
 
-clean:  ## remove outputs, caches and the venv (not data/)
-	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache $(VENV)
+clean:  ## remove outputs and caches (not data/, not the venv)
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-all: clean  ## clean, and remove the venv too
+	rm -rf $(VENV)
 
 # make bench ARGS="--data DIR --cache-dir DIR" adds the real-epoch rows (DIR: a folder with train/<class>/)
 bench: $(STAMP)  ## speed benchmarks: prints a table and writes docs/benchmarks.md (ARGS=--quick: a smoke test, printed only)

@@ -31,21 +31,24 @@ import lightning as L  # noqa: E402
 from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from src.callbacks.epoch_line import EpochLine  # noqa: E402
 from src.callbacks.model_summary import use_flop_counting_summary  # noqa: E402
 from src.callbacks.preemption import exit_when_stopped, stop_before_test  # noqa: E402
 from src.callbacks.resume import CommitRunConfig  # noqa: E402
 from src.callbacks.training_health import exit_when_dead  # noqa: E402
 from src.data.datamodule import ImageDataModule, data_shards  # noqa: E402
+from src.datasets.download import ChecksumError, DownloadError  # noqa: E402
 from src.loggers.build import build_loggers, finish  # noqa: E402
 from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
 from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails  # noqa: E402
+from src.runs.folders import discard_unstarted_run  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
 from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
-from src.utils.console import quiet_lightning  # noqa: E402
+from src.utils.console import quiet_lightning, say  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
-from src.utils.precision_check import slow_bf16_line  # noqa: E402
+from src.utils.precision_check import choose_precision, slow_bf16_line  # noqa: E402
 
 CONF_DIR = PROJECT_ROOT / "conf"
 FINAL_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")  # the run's last line
@@ -64,8 +67,27 @@ def build_module(cfg: DictConfig) -> TowerClassifier:
         scheduler_monitor=scheduler_cfg.get("monitor") or "val/acc",
         compile=bool(cfg.get("compile", False)),
         warmup_steps=scheduler_cfg.get("warmup_steps") or 0,
+        warmup_fraction=scheduler_cfg.get("warmup_fraction"),
         lr_batch=scheduler_cfg.get("lr_batch"),
     )
+
+
+def fetch_data(datamodule: ImageDataModule, cfg: DictConfig, new_run: bool) -> None:
+    """The data's files, fetched and checked before anything else starts: a missing folder, a host that does
+    not resolve or a file that fails its checksum ends the run with its one-line message (``SystemExit``),
+    not a traceback after W&B started, and a new run's folder, still empty, is removed so that
+    ``ckpt_path=last`` does not find it."""
+    splits = ("train",) if cfg.train else ()
+    try:
+        datamodule.fetch_files(splits)
+    except (FileNotFoundError, NotADirectoryError, DownloadError, ChecksumError) as error:
+        if new_run:
+            discard_unstarted_run(Path(cfg.paths.output_dir))
+        raise SystemExit(f"error: {error}") from None
+    if cfg.test and not datamodule.has_test_split:
+        say(
+            f"no test split at {datamodule.root / 'test'}: the run will not be tested (test=false hides this)"
+        )
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -84,17 +106,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
     datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
+    fetch_data(datamodule, cfg, new_run=ckpt_path is None)  # bad paths and hosts: before any logger starts
     module = build_module(cfg)
     loggers = build_loggers(cfg)
     check_crop_size(module.net, datamodule.crop_size)
-    callbacks = [*build_callbacks(cfg), CommitRunConfig(output_dir)]  # a resume's config, once it trains
+    # a resume's config, once it trains; one line per epoch in the console and train.log
+    callbacks = [*build_callbacks(cfg), CommitRunConfig(output_dir), EpochLine()]
+    precision, why = choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], precision=precision
     )
+    if why and trainer.is_global_zero:
+        say(why)
     use_flop_counting_summary(trainer, cfg.data.get("crop_size", 224))
     slow_bf16 = slow_bf16_line(trainer.precision, isinstance(trainer.accelerator, CPUAccelerator))
     if slow_bf16 and trainer.is_global_zero:
-        print(slow_bf16, flush=True)
+        say(slow_bf16)
     datamodule.device_batch_size(
         data_shards(trainer), trainer.accumulate_grad_batches
     )  # splits, or fails now
@@ -109,8 +136,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ):
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
     if trainer.is_global_zero:
-        print("final: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics))
-        print(f"outputs: {cfg.paths.output_dir}")
+        say("final: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in FINAL_METRICS if k in metrics))
+        say(f"outputs: {cfg.paths.output_dir}")
         report_offline_runs(loggers)
     finish(loggers)
     return metrics
@@ -138,8 +165,6 @@ def fit_and_test(
         test_ckpt = best or (None if cfg.train else ckpt_path)
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
-    elif cfg.test:
-        print(f"no test split at {datamodule.root / 'test'}: skipping the test")
     return metrics
 
 

@@ -270,7 +270,10 @@ def test_two_runs_preparing_one_root_at_once_prepare_it_once(
     real_recipe = recipes.RECIPES["petimages"]
     inside, release = threading.Event(), threading.Event()
 
+    entered: list[str] = []
+
     def held_open(sources, layout, **options) -> None:
+        entered.append("recipe")
         inside.set()
         assert release.wait(30)
         real_recipe(sources, layout, **options)
@@ -287,7 +290,7 @@ def test_two_runs_preparing_one_root_at_once_prepare_it_once(
     assert inside.wait(30)
     runs["second"].start()
     runs["second"].join(0.5)
-    assert runs["second"].is_alive()  # waiting for the lock, not preparing alongside
+    assert entered == ["recipe"]  # the second waits for the lock instead of preparing alongside
     release.set()
     for run in runs.values():
         run.join(30)

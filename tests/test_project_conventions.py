@@ -33,9 +33,20 @@ def test_github_workflow_runs_make_test_on_push() -> None:
     steps = workflow["jobs"]["test"]["steps"]
     assert [step.get("run") for step in steps[-2:]] == ["make test", "make test-long"]
     ci_commands = [
-        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make")
+        line.split(" make ", 1)[1]
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.startswith("timeout ") and " make " in line
     ]
-    assert ci_commands == ["make test", "make test-long"]  # what runs here stays the same commands
+    assert ci_commands == ["test", "test-long"]  # the same commands as here, each with a deadline
+
+
+def test_every_test_has_a_timeout_and_make_test_checks_the_format() -> None:
+    import tomllib
+
+    pytest_options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert 0 < int(pytest_options["timeout"]) <= 900
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:")[1].split("\n\n")[0]
+    assert "ruff check" in recipe and "ruff format --check" in recipe
 
 
 def test_make_test_leaves_out_exactly_the_long_runs_and_make_test_long_runs_them() -> None:

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.models.alexnet import AlexNet
+from src.utils.console import say
 
 
 def forward_flops(net: torch.nn.Module, input_size: int) -> int | None:
@@ -77,7 +78,7 @@ class FlopCountingSummary(RichModelSummary):
             total_flops = self.flops
         RichModelSummary.summarize(summary_data, *args, total_flops=total_flops, **kwargs)
         if self.flops is not None:
-            print(f"(FLOPs: the net's forward pass over one {self.input_size}x{self.input_size} image)")
+            say(f"(FLOPs: the net's forward pass over one {self.input_size}x{self.input_size} image)")
 
 
 def use_flop_counting_summary(trainer: L.Trainer, input_size: int) -> None:

@@ -56,6 +56,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.runs.checkpoint_io import CheckpointWriteError
 from src.runs.folders import last_checkpoint
+from src.utils.console import say
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # 130, what a shell reports after Ctrl-C
@@ -166,9 +167,7 @@ class PreemptionCheckpoint(L.Callback):
             raise CheckpointWriteError(self.path, failed.cause) from failed.cause
         if trainer.is_global_zero:
             os.replace(partial, self.path)
-            print(
-                f"saved {self.path} (epoch {trainer.current_epoch}, step {trainer.global_step})", flush=True
-            )
+            say(f"saved {self.path} (epoch {trainer.current_epoch}, step {trainer.global_step})")
         trainer.strategy.barrier("preemption_checkpoint")
         self.saved = self.path
 
@@ -206,6 +205,6 @@ def exit_when_stopped(
             name = "Ctrl-C" if code == INTERRUPTED_EXIT_CODE else "SIGTERM"
             line = f"stopped by {name} (exit code {code}); to go on: {go_on}"
         if trainer.is_global_zero:
-            print(line, file=sys.stderr, flush=True)
+            say(line, error=True)
         close(code)
         raise SystemExit(code if trainer.is_global_zero else 0) from None

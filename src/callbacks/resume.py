@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 
 from src.runs.resume import commit_run_config
+from src.utils.console import say
 
 
 class CommitRunConfig(L.Callback):
@@ -70,9 +71,9 @@ class CatchUpEpochSchedulers(L.Callback):
             if config.reduce_on_plateau:
                 metric = self.saved_metrics.get(str(config.monitor))
                 if metric is None:
-                    print(f"resume: no {config.monitor} in the checkpoint: the scheduler stays a step behind")
+                    say(f"resume: no {config.monitor} in the checkpoint: the scheduler stays a step behind")
                     continue
             pl_module.lr_scheduler_step(scheduler, metric)
-            print(
+            say(
                 f"resume: took the scheduler step of epoch {trainer.current_epoch - 1}, which Lightning skips"
             )

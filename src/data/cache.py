@@ -24,8 +24,8 @@ A cache folder ``<cache_root>/<fingerprint>/`` holds::
     skipped.tsv          one line per file that could not be decoded: path<TAB>reason, after a header line
 
 Only decodable images are stored, in source order. Beside the folder, ``<fingerprint>.lock`` is the build
-lock, and ``<fingerprint>.partial/`` the folder of a build in progress (or of one that was killed, which
-the next build resumes):
+lock (it exists only while a build runs), and ``<fingerprint>.partial/`` the folder of a build in progress
+(or of one that was killed, which the next build resumes):
 
     build.json           what is being built (version, fingerprint, number of files, image_size)
     images.u8            one slot per source file, preallocated; workers write their chunk's slots
@@ -76,6 +76,7 @@ import torch
 from src.data.images import DECODER, IMAGE_SIZE, load_square_rgb
 from src.data.layouts import LabelledFiles
 from src.utils.atomic import write_atomic
+from src.utils.console import say
 from src.utils.locks import exclusive
 
 # Part of the fingerprint: bump it whenever the stored pixels would change. Version 2: JPEGs decoded by
@@ -258,7 +259,7 @@ class ImageCache:
         naming the first file, and the images, that changed. A cache without checksums is noted, not checked.
         """
         if not self.checksums:
-            print(f"note: the image cache {self.folder} has no checksums (an older build): not verified")
+            say(f"note: the image cache {self.folder} has no checksums (an older build): not verified")
             return
         for name in ARRAY_FILES:
             if _crc32_file(self.folder / name) != self.checksums.get(name):
@@ -390,7 +391,7 @@ def build_cache(
     start = time.perf_counter()
     cache = _checked(open_cache(final, verify=verify), folder)
     checked = f", verified in {time.perf_counter() - start:.1f} s" if verify and cache.checksums else ""
-    print(f"using cache {final} ({len(cache)} images{checked})")
+    say(f"using cache {final} ({len(cache)} images{checked})")
     return cache
 
 
@@ -487,7 +488,7 @@ def _build(
         notes.append(f"{len(meta['skipped'])} skipped: see {final / REPORT_FILE}")
     if decoded < n:
         notes.append(f"resumed: {n - decoded} of {n} files were decoded by an earlier, interrupted build")
-    print(line + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
+    say(line + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def _prepare_partial(partial: Path, build: dict[str, Any]) -> None:

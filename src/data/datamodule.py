@@ -12,11 +12,13 @@ fixed views (the Dogs vs Cats reproduction: ten items per image per epoch) or th
 augmentation: ``debug=overfit``); validation and test average the softmax over the ten views (``ten``) or use
 the ``centre`` patch.
 
-Lightning's ``trainer.overfit_batches=N`` trains and validates on the first N batches of each split, read in
-order; a split's images are in file order, class after class, so those batches would hold one class only and
-a net could fit them by its last bias alone, without looking at the images. While the trainer overfits, the
-training and validation splits are read in a fixed random order instead (``split_seed``): the same batches
-every epoch, of every class (``_overfit_order``).
+A split's images are in file order, class after class. Validation and test are read in a fixed random
+order instead (``samplers.mixed_order``, seeded with ``split_seed``): the same batches every epoch and every
+run, each of every class, so that a run limited to a few batches (``trainer.limit_val_batches``,
+``debug=limit``) measures more than exactly 0 or 1. Lightning's ``trainer.overfit_batches=N`` trains and
+validates on the first N batches of each split, read in order; in file order those would hold one class only
+and a net could fit them by its last bias alone, without looking at the images: while the trainer overfits,
+the training split is read in the same kind of fixed order (the same batches every epoch).
 
 Under DDP, validation and test are sharded without padding (``samplers.py``), so every image counts once.
 
@@ -46,13 +48,14 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from src.data.cache import ImageCache, build_cache
-from src.data.layouts import describe_ignored, find_labelled_images, select_classes
+from src.data.layouts import describe_ignored, expected_layout, find_labelled_images, select_classes
 from src.data.lighting import PCA_STD, PCALighting
-from src.data.samplers import EvalShard
+from src.data.samplers import EvalShard, mixed_order
 from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
+from src.utils.console import say
 from src.utils.paths import expand_home
 
 NORMALIZATIONS = ("mean", "mean_std")
@@ -255,10 +258,10 @@ class ImageDataModule(L.LightningDataModule):
             steps = f" x {accumulate} accumulated" if accumulate > 1 else ""
             if trainer is not None and shards != trainer.world_size:  # trainer=towers: model parallel
                 each = f"the same {self.per_device_batch_size} images on each of {trainer.world_size} towers"
-                print(f"batch: {self.batch_size} global{steps}, {each}")
+                say(f"batch: {self.batch_size} global{steps}, {each}")
             else:
                 devices = f"{shards} device{'s' if shards > 1 else ''}"
-                print(f"batch: {self.batch_size} global = {devices}{steps} x {self.per_device_batch_size}")
+                say(f"batch: {self.batch_size} global = {devices}{steps} x {self.per_device_batch_size}")
         self._reported_batch = (shards, accumulate)
 
     @property
@@ -276,7 +279,7 @@ class ImageDataModule(L.LightningDataModule):
         folder = self.root / split
         files = select_classes(find_labelled_images(folder, self.layout), self.class_subset, folder)
         if files.ignored:
-            print(f"{folder}: {len(files.ignored)} entries not read: {describe_ignored(files, folder)}")
+            say(f"{folder}: {len(files.ignored)} entries not read: {describe_ignored(files, folder)}")
         if len(files.classes) != self.num_classes:
             n = len(files.classes)
             subset = self.class_subset is not None
@@ -295,6 +298,21 @@ class ImageDataModule(L.LightningDataModule):
         )
         check_every_class_decodes(files, cache, folder)
         return cache
+
+    def fetch_files(self, splits: tuple[str, ...] = ("train",)) -> None:
+        """Before anything else starts (loggers, the trainer): run the source (download, verify, extract:
+        its errors name the URL or file) and check that ``splits`` are there, naming ``data.root`` and the
+        layout expected. ``prepare_data`` then finds the files and does not ask the source again.
+        Safe in every process: a recipe takes a lock and sees the files already prepared.
+        """
+        if self.source is not None and not self._sourced:
+            self.source(self.root)
+            self._sourced = True
+        for split in splits:
+            folder = self.root / split
+            if not folder.is_dir():
+                want = expected_layout(self.layout)
+                raise FileNotFoundError(f"data.root={self.root}: it has no {split}/ folder; expected {want}")
 
     def prepare_data(self) -> None:
         """Make sure the files are there (``source``), then build the caches (one process per node).
@@ -379,19 +397,14 @@ class ImageDataModule(L.LightningDataModule):
     def _eval_mode(self, split: str) -> str:
         return "ten_crop" if self.eval_views[split] == "ten" else "centre"
 
-    def _overfit_order(self, dataset: CachedViews) -> Subset:
-        """``dataset`` read in a fixed random order (``split_seed``), so that the first batches, which
-        Lightning's ``overfit_batches`` takes, hold every class (see the module docstring)."""
-        order = np.random.default_rng(self.split_seed).permutation(len(dataset))
-        return Subset(dataset, order.tolist())
-
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} split: {self.root / split} was not found")
         trainer = self.trainer
         dataset: Dataset = self.datasets[split]
-        if split != "test" and trainer is not None and trainer.overfit_batches > 0:
-            dataset, shuffle = self._overfit_order(self.datasets[split]), False  # the same batches each epoch
+        overfitting = trainer is not None and trainer.overfit_batches > 0
+        if split != "train" or overfitting:  # a fixed class-mixed order, the same every epoch (docstring)
+            dataset, shuffle = mixed_order(self.datasets[split], self.split_seed), False
         rank = trainer.global_rank if trainer is not None else 0
         shards = data_shards(trainer) if trainer is not None else 1
         # validation and test under DDP: each image once, no padding (samplers.py); Lightning keeps a

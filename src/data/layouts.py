@@ -80,7 +80,8 @@ def _entries(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return files, ignored
 
 
-def _expected(layout: str) -> str:
+def expected_layout(layout: str) -> str:
+    """What ``layout`` expects to find in a split folder, in words (for error messages)."""
     if layout == "auto":
         return f"either {LAYOUT_HELP['kaggle']} or {LAYOUT_HELP['folders']}"
     return LAYOUT_HELP[layout]
@@ -98,7 +99,7 @@ def find_labelled_images(folder: str | Path, layout: str = "auto") -> LabelledFi
         raise ValueError(f"data.layout={layout!r} is not known; choose one of {', '.join(LAYOUTS)}")
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist; expected {_expected(layout)}")
+        raise FileNotFoundError(f"image folder {folder} does not exist; expected {expected_layout(layout)}")
     if layout == "auto":
         has_class_dirs = any(
             child.is_dir() and any(_is_image(f) for f in child.iterdir()) for child in folder.iterdir()
@@ -127,7 +128,7 @@ def find_labelled_images(folder: str | Path, layout: str = "auto") -> LabelledFi
                 ignored.append((f, "no <class>.<n>.<ext> name"))
 
     if not any(_is_image(p) for p, _ in named):
-        raise ValueError(f"no images found in {folder} (layout {layout}); expected {_expected(layout)}")
+        raise ValueError(f"no images found in {folder} (layout {layout}); expected {expected_layout(layout)}")
     classes = sorted({name for _, name in named})
     index = {name: i for i, name in enumerate(classes)}
     return LabelledFiles(

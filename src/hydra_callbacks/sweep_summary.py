@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.runs.sweeps import DEFAULT_METRICS, JOB_RESULT, as_number, write_summary
 from src.utils.atomic import write_atomic
+from src.utils.console import say
 
 log = logging.getLogger(__name__)
 
@@ -80,4 +81,4 @@ class SweepSummary(Callback):
         sweep_dir = _sweep_dir(config)
         if sweep_dir.is_dir():
             csv_path, md_path = write_summary(sweep_dir, self.metrics, _direction(config))
-            print(f"sweep summary: {csv_path} and {md_path.name}")
+            say(f"sweep summary: {csv_path} and {md_path.name}")

@@ -61,6 +61,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from src.loggers.wandb_records import find_offline_runs
+from src.utils.console import say
 
 # --- online or offline --------------------------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ def wandb_logger(logger_cfg: DictConfig, output_dir: str | Path) -> WandbLogger:
     os.environ.setdefault("WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL", FLUSH_SECONDS)
     _, why = choose_wandb_mode()
     if why and rank_zero_only.rank == 0:
-        print(why, flush=True)
+        say(why)
     run_id = logger_cfg.get("id") or logger_cfg.get("version") or wandb_run_id(output_dir) or new_run_id()
     if rank_zero_only.rank == 0:
         write_run_id(output_dir, run_id)
@@ -320,12 +321,12 @@ def report_offline_runs(loggers: Iterable[Logger]) -> None:
             folders = find_offline_runs(logger.save_dir)
             mine = [f for f in folders if f.name.endswith(f"-{logger.version}")] or folders
             if len(mine) == 1:
-                print(f"W&B offline run: {mine[0]}  (upload with: wandb sync {mine[0]})")
+                say(f"W&B offline run: {mine[0]}  (upload with: wandb sync {mine[0]})")
             elif mine:  # a resumed run: one folder per process, synced in order of start time
-                print(f"W&B offline run {logger.version}, in {len(mine)} folders (one per start):")
+                say(f"W&B offline run {logger.version}, in {len(mine)} folders (one per start):")
                 for folder in mine:
-                    print(f"  {folder}")
-                print(f"upload with: wandb sync {' '.join(str(f) for f in mine)}")
+                    say(f"  {folder}")
+                say(f"upload with: wandb sync {' '.join(str(f) for f in mine)}")
 
 
 def finish_wandb(loggers: Iterable[Logger], exit_code: int | None = None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it
 def is_run_dir(path: Path) -> bool:
     """A folder ``src/train.py`` wrote: Hydra keeps the run's configuration in ``.hydra/``."""
     return (path / HYDRA_SUBDIR).is_dir()
+
+
+def discard_unstarted_run(run: Path) -> bool:
+    """Remove the folder of a new run that stopped before doing anything: it holds nothing but Hydra's
+    configuration and log files, and would otherwise become "the run started last" that ``ckpt_path=last``
+    names. Returns whether it was removed; a folder with anything else in it is kept."""
+    kept = {HYDRA_SUBDIR, PENDING_SUBDIR}
+    if not is_run_dir(run) or any(p.name not in kept and p.suffix != ".log" for p in run.iterdir()):
+        return False
+    shutil.rmtree(run, ignore_errors=True)
+    return True
 
 
 def started(run: Path) -> float:

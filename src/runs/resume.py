@@ -74,6 +74,7 @@ from src.runs.folders import (
     started,
 )
 from src.runs.overrides import last_value, merge_overrides, override_key, saved_overrides
+from src.utils.console import say
 
 LAST = "last"
 # The network settings a checkpoint's weights fix (their shapes), as the config names them.
@@ -277,9 +278,9 @@ def resume_from(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
     checkpoint = resolve_checkpoint(ckpt_path, output_dir)
     if rank_zero_only.rank == 0:
         if checkpoint is not None:
-            print(f"resuming from {checkpoint}, writing to {output_dir}")
+            say(f"resuming from {checkpoint}, writing to {output_dir}")
         elif ckpt_path == LAST:
-            print(f"ckpt_path=last: {output_dir} has no checkpoints/last.ckpt yet, starting a new run there")
+            say(f"ckpt_path=last: {output_dir} has no checkpoints/last.ckpt yet, starting a new run there")
     return checkpoint
 
 

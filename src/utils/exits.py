@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from src.utils.console import say
 
 E = TypeVar("E", bound=BaseException)
 
@@ -25,6 +26,6 @@ def exit_on_error(
         yield
     except error as caught:
         if trainer.is_global_zero:
-            print(f"error: {describe(caught)}", file=sys.stderr, flush=True)
+            say(f"error: {describe(caught)}", error=True)
         close(exit_code)
         raise SystemExit(exit_code) from None

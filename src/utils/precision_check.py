@@ -1,4 +1,9 @@
-"""A warning for bf16 on a CPU that has no bf16 arithmetic, where it is slower, not faster.
+"""The precision a run uses: ``trainer.precision=auto`` picks it for the hardware, and a warning for bf16 on
+a CPU that has no bf16 arithmetic, where it is slower, not faster.
+
+``auto`` (the default): bf16 autocast (``bf16-mixed``) where the device computes in bf16 (a CUDA GPU that
+supports it, a CPU with AVX512-BF16 or AMX), else 32-bit (``32-true``); the run prints which and why. A
+precision given on the command line (``trainer.precision=32-true``) is used as given.
 
 On CPUs with AVX512-BF16 or AMX, ``trainer.precision=bf16-mixed`` is about 1.7x the fp32 step (README,
 "Speed"). On CPUs without them (AVX2 only, for example) oneDNN emulates bf16 and the same step ran 18x
@@ -11,6 +16,28 @@ from __future__ import annotations
 import torch
 
 BF16_PRECISIONS = ("bf16", "bf16-mixed", "bf16-true")
+AUTO = "auto"
+
+
+def choose_precision(requested: str | int, accelerator: str) -> tuple[str | int, str | None]:
+    """``(precision, line to print)``: ``requested`` unchanged unless it is ``auto`` (module docstring).
+
+    ``accelerator`` is ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``): ``auto`` means the
+    GPU when one is visible, as Lightning decides.
+    """
+    if str(requested) != AUTO:
+        return requested, None
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        fast = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        device = "this GPU computes in bf16" if fast else "this GPU has no bf16 arithmetic"
+    else:
+        fast = cpu_has_fast_bf16()
+        device = (
+            "this CPU has bf16 arithmetic" if fast else "this CPU has no bf16 arithmetic (AVX512-BF16, AMX)"
+        )
+    precision = "bf16-mixed" if fast else "32-true"
+    return precision, f"precision: {precision} (trainer.precision=auto: {device}; set it to override)"
 
 
 def cpu_has_fast_bf16() -> bool:
