@@ -57,3 +57,26 @@ def test_bands_command_writes_a_plain_csv_per_tower_count_and_measure(tmp_path: 
         ("2", "split"), ("2", "frequency_split"), ("4", "split"), ("4", "frequency_split"),
     ]  # fmt: skip
     assert all(r["nets"] == "3" and 0.0 <= float(r["p99"]) <= float(r["max"]) <= 1.0 for r in rows)
+
+
+def test_an_archive_keeps_conv1_of_every_snapshot_and_conv2_of_the_first_and_last(tmp_path: Path) -> None:
+    import numpy as np
+
+    from src.analysis.run_archive import keep_weights
+
+    snapshots = []
+    for epoch in range(3):
+        path = tmp_path / "kernels" / f"epoch_{epoch:03d}_weights.npz"
+        path.parent.mkdir(exist_ok=True)
+        np.savez(
+            path,
+            conv1=np.full((4, 3, 5, 5), epoch, np.float32),
+            conv2=np.full((2, 2, 5, 5), epoch, np.float32),
+        )
+        snapshots.append(path)
+    keep_weights(snapshots, tmp_path / "weights.npz")
+    with np.load(tmp_path / "weights.npz") as kept:
+        assert sorted(kept) == [
+            "conv1_epoch_000", "conv1_epoch_001", "conv1_epoch_002", "conv2_epoch_000", "conv2_epoch_002",
+        ]  # fmt: skip
+        assert float(kept["conv1_epoch_001"].mean()) == 1.0 and float(kept["conv2_epoch_002"].mean()) == 2.0

@@ -10,6 +10,9 @@ only the results, so this copies, per run, into ``<into>/<run name>/``:
 - ``csv/version_*/metrics.csv`` (every logged number);
 - the first and the last ``kernels/epoch_NNN_figure3.png`` (the pictures at initialisation and at the end);
 - ``DIED.txt`` if the run died (``src/callbacks/training_health.py``);
+- ``weights.npz`` when the run saved its weights per snapshot (``kernels/epoch_NNN_weights.npz``): conv1 at
+  every snapshot (``conv1_epoch_NNN``, 29 kB each for the 64-pixel net) and conv2 at the first and the last
+  (``conv2_epoch_NNN``), enough to score any conv1 measure again per epoch and Distill's test at the end;
 - ``run.json``: the wall times the report otherwise reads from file times (which a copy, and git, lose),
   the code's commit and the host.
 
@@ -27,6 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from src.analysis.figure3_report import (
     DIED_FILE,
     HYDRA_CONFIG,
@@ -37,6 +42,23 @@ from src.analysis.figure3_report import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS_GLOB = "kernels/epoch_*_weights.npz"  # src/callbacks/tower_kernels.py writes one per snapshot
+WEIGHTS_FILE = "weights.npz"
+
+
+def keep_weights(snapshots: list[Path], path: Path) -> None:
+    """conv1 of every snapshot and conv2 of the first and last, as one compressed file (module docstring)."""
+    if not snapshots:
+        return
+    arrays: dict[str, np.ndarray] = {}
+    for index, snapshot in enumerate(snapshots):
+        epoch = snapshot.name.split("_")[1]
+        with np.load(snapshot) as weights:
+            arrays[f"conv1_epoch_{epoch}"] = weights["conv1"]
+            if index in (0, len(snapshots) - 1) and "conv2" in weights:
+                arrays[f"conv2_epoch_{epoch}"] = weights["conv2"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
 
 
 def code_commit(root: Path = PROJECT_ROOT) -> str | None:
@@ -89,6 +111,7 @@ def archive_run(run_dir: Path, into: Path, commit: str | None) -> Path:
         "host": f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'})",
         "source": str(run_dir.resolve()),
     }
+    keep_weights(sorted(run_dir.glob(WEIGHTS_GLOB)), partial / WEIGHTS_FILE)
     (partial / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if target.exists():
         shutil.rmtree(target)
