@@ -15,12 +15,10 @@ weights file (``bvlc_alexnet.npy``, ``src/models/caffe_weights.py``).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
 if str(PROJECT_ROOT) not in sys.path:  # `python src/analyse.py` puts src/, not the root, on the path
     sys.path.insert(0, str(PROJECT_ROOT))
 

@@ -17,6 +17,12 @@ A checkpoint records the classes it was trained on and the data root they came f
 with other classes is an error naming both lists (``ImageDataModule.load_state_dict``), and the run prints
 which data the checkpoint was trained on beside the split it uses (``data=`` is the synthetic set by default).
 
+``ckpt_path`` is read as ``src/train.py`` reads it (``src/runs/resume.py``): a ``.ckpt`` file, a run folder
+(its ``checkpoints/last.ckpt``), or ``last`` (the ``last.ckpt`` of the training run started last under
+``${paths.log_dir}/train/runs/``); the file evaluated is printed. A file that cannot be read is a one-line
+error naming it. The network is the checkpoint's own: a ``model`` setting (``+model=one_tower``) is refused,
+not ignored.
+
 ``ckpt_path=<weights>.npy`` evaluates published weights instead (Caffe's ``bvlc_alexnet.npy``, imported by
 ``src/models/caffe_weights.py``; ``+imported_net.lrn_after_pool=true`` for CaffeNet's file), fed as Caffe fed
 them: 0..255 minus Caffe's ImageNet mean pixel.
@@ -24,13 +30,11 @@ them: 0..255 minus Caffe's ImageNet mean pixel.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
 if str(PROJECT_ROOT) not in sys.path:  # `python src/eval.py` puts src/, not the root, on the path
     sys.path.insert(0, str(PROJECT_ROOT))
 
@@ -48,8 +52,9 @@ from src.models.caffe_weights import (  # noqa: E402
     caffe_pixel_statistics,
 )
 from src.models.classifier import TowerClassifier, network_from_checkpoint  # noqa: E402
-from src.runs.folders import HYDRA_SUBDIR, run_dir_of  # noqa: E402
+from src.runs.folders import HYDRA_SUBDIR, RUNS_DIR, run_dir_of  # noqa: E402
 from src.runs.overrides import command_line, override_key  # noqa: E402
+from src.runs.resume import checkpoint_named  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.paths import expand_home  # noqa: E402
 from src.utils.precision_check import choose_precision  # noqa: E402
@@ -57,6 +62,7 @@ from src.utils.precision_check import choose_precision  # noqa: E402
 VIEW_NAMES = {"centre": "centre", "ten": "ten_crop"}
 VIEW_TITLES = {"centre": "the centre patch", "ten": "the ten views, softmax averaged"}
 SPLITS = ("test", "val")
+TRAIN_TASK = "train"  # the task_name of src/train.py's runs: ckpt_path=last looks among them
 #: The data settings that decide which of train/'s images are the validation split (``split_by_source``).
 SPLIT_KEYS = ("val_fraction", "split_seed")
 
@@ -69,9 +75,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"split={split} is not known: split=test (the data's test/ folder) or split=val (the validation "
             "images the training run held out of train/)"
         )
-    checkpoint = expand_home(cfg.ckpt_path)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"ckpt_path={checkpoint} is not a file")
+    if cfg.get("model") is not None:
+        raise SystemExit(
+            "model: src/eval.py builds the network the checkpoint holds (its net_config), so a model setting "
+            "would not apply: drop model=/+model=... (train another net with src/train.py)"
+        )
+    checkpoint = checkpoint_named(
+        str(expand_home(cfg.ckpt_path)), Path(cfg.paths.log_dir) / TRAIN_TASK / RUNS_DIR
+    )
+    if str(cfg.ckpt_path) != str(checkpoint):
+        print(f"ckpt_path={cfg.ckpt_path}: evaluating {checkpoint}")
     imported = checkpoint.suffix == WEIGHTS_SUFFIX
     split_settings = validation_split_settings(cfg, checkpoint, imported) if split == "val" else {}
     datamodules = {
@@ -85,7 +98,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         mean, std = caffe_pixel_statistics()
         data_state: dict[str, Any] | None = {"pixel_mean": mean.tolist(), "pixel_std": std.tolist()}
     else:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        saved = read_checkpoint(checkpoint)
         net = network_from_checkpoint(saved, checkpoint)
         data_state = saved.get(ImageDataModule.__qualname__)  # the training run's datamodule state
         del saved  # the weights are in the net; the optimiser's state is not needed
@@ -124,6 +137,26 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             print(f"{key} = {value:.4f}")
     finish(loggers)
     return results
+
+
+def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's dict; ``SystemExit`` with one line naming the file if it cannot be read (a truncated
+    copy, a file that is no checkpoint)."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:
+        raise SystemExit(
+            f"ckpt_path: {checkpoint} cannot be read ({type(error).__name__}: {first_sentence(error)}); it "
+            "is damaged or not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
+        ) from None
+    if not isinstance(saved, dict):
+        raise SystemExit(f"ckpt_path: {checkpoint} is not a checkpoint of src/train.py (no dict inside)")
+    return saved
+
+
+def first_sentence(error: Exception) -> str:
+    """The first sentence of an error's message (torch's unreadable-archive error runs to five)."""
+    return str(error).split(". ")[0].rstrip(".")
 
 
 def check_split(datamodule: ImageDataModule, split: str) -> None:

@@ -15,14 +15,12 @@ cache written by rank 0; ``data.batch_size`` is the global batch, split over the
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from functools import partial
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(PROJECT_ROOT))
 if str(PROJECT_ROOT) not in sys.path:  # `python src/train.py` puts src/, not the root, on the path
     sys.path.insert(0, str(PROJECT_ROOT))
 
@@ -43,8 +41,9 @@ from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
 from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails  # noqa: E402
-from src.runs.folders import discard_unstarted_run  # noqa: E402
+from src.runs.folders import discard_unstarted_run, global_rank, hold_run_folder, run_dir_argument  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
+from src.runs.paths import folders_line  # noqa: E402
 from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
 from src.utils.console import quiet_lightning, say  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
@@ -83,6 +82,8 @@ def fetch_data(datamodule: ImageDataModule, cfg: DictConfig, new_run: bool) -> N
     except (FileNotFoundError, NotADirectoryError, DownloadError, ChecksumError) as error:
         if new_run:
             discard_unstarted_run(Path(cfg.paths.output_dir))
+        else:
+            drop_pending_config(cfg.paths.output_dir)  # a refused resume leaves the run as it was
         raise SystemExit(f"error: {error}") from None
     if cfg.test and not datamodule.has_test_split:
         say(
@@ -104,6 +105,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     quiet_lightning()  # two notes of Lightning's that are not about this run (src/utils/console.py)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    if global_rank() == 0:
+        say(folders_line(cfg))  # data, cache, outputs: where this run reads and writes
     ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
     datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
     fetch_data(datamodule, cfg, new_run=ckpt_path is None)  # bad paths and hosts: before any logger starts
@@ -176,4 +179,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv[1:] = rewrite_command_line(command_line(sys.argv[1:]), CONF_DIR)
-    main()
+    with hold_run_folder(run_dir_argument(sys.argv[1:])):  # one run per folder, taken before Hydra writes
+        main()

@@ -15,9 +15,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import src.runs.paths  # noqa: F401  (registers ${project_root:}, which conf/paths/default.yaml reads)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -128,3 +128,56 @@ def test_eval_runs_on_an_imported_weights_file(tmp_path: Path, eval_cli) -> None
     assert all(float(values[f"test/{name}_acc"]) * 8 % 1 == 0 for name in ("centre", "ten_crop"))
     output = result.stdout + result.stderr
     assert "LeafSpec" not in output and "Tip:" not in output  # Lightning's notes, dropped as in train.py
+
+
+# -- eval says what it does (#27) ---------------------------------------------------------------------------
+
+
+def truncated_checkpoint(path: Path) -> Path:
+    """A checkpoint cut short, as a copy interrupted by a full disk leaves it."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "net_config": {}}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue()[:2000])
+    return path
+
+
+def tiny_data(tmp_path: Path) -> list[str]:
+    return [*TINY_GENERATED, f"data.root={tmp_path / 'synthetic'}", "data.num_workers=0"]
+
+
+def test_a_truncated_checkpoint_is_named_in_one_line(tmp_path: Path, eval_cli) -> None:
+    checkpoint = truncated_checkpoint(tmp_path / "cut.ckpt")
+    result = eval_cli(f"ckpt_path={checkpoint}", *tiny_data(tmp_path))
+    assert result.returncode == 1, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"ckpt_path: {checkpoint} cannot be read (") and "damaged" in line, line
+
+
+def test_a_model_setting_is_refused_not_ignored(tmp_path: Path, eval_cli) -> None:
+    checkpoint = truncated_checkpoint(tmp_path / "cut.ckpt")  # not read: the setting is refused first
+    result = eval_cli(f"ckpt_path={checkpoint}", "+model=one_tower", *tiny_data(tmp_path))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("model: src/eval.py builds the network the checkpoint holds"), line
+    assert "test/centre_acc" not in result.stdout
+
+
+def test_ckpt_path_last_and_a_run_folder_mean_what_they_mean_to_train_py(tmp_path: Path, eval_cli) -> None:
+    runs = tmp_path / "outputs" / "train" / "runs"
+    none = eval_cli("ckpt_path=last", *tiny_data(tmp_path))
+    assert none.returncode == 1
+    assert none.stderr.strip() == (
+        f"ckpt_path=last: no run under {runs}; name a checkpoint or a run folder (ckpt_path=<run dir>)"
+    )
+    run = runs / "2026-01-01_10-00-00-000000"
+    (run / ".hydra").mkdir(parents=True)
+    last = truncated_checkpoint(run / "checkpoints" / "last.ckpt")  # read, so named: the file it resolved to
+    for ckpt_path in ("last", str(run)):
+        result = eval_cli(f"ckpt_path={ckpt_path}", *tiny_data(tmp_path))
+        assert f"ckpt_path={ckpt_path}: evaluating {last}" in result.stdout, result.stderr[-3000:]
+        assert result.stderr.strip().startswith(f"ckpt_path: {last} cannot be read ("), result.stderr[-3000:]

@@ -568,3 +568,79 @@ def test_ctrl_c_saves_a_checkpoint_and_a_resume_that_fails_changes_nothing(tmp_p
     unchanged = {name: data for name, data in before.items() if name != "train.log"}  # Hydra appends to it
     after = folder_state(run)
     assert {name: after.get(name) for name in unchanged} == unchanged
+
+
+# -- resumes that would do something else than they say (#27) ----------------------------------------------
+
+SMALL_CONFIG = {"num_classes": 2, "towers": 2, "conv_widths": [16, 32, 48, 48, 32], "fc_width": 64}
+
+
+def full_checkpoint(path: Path, epoch: int, step: int) -> Path:
+    torch.save(
+        {"net_config": SMALL_CONFIG, "epoch": epoch, "global_step": step, "optimizer_states": []}, path
+    )
+    return path
+
+
+def test_a_checkpoint_older_than_the_runs_last_is_refused_and_can_branch_into_a_new_folder(
+    tmp_path: Path,
+) -> None:
+    run = fake_run(tmp_path / "runs", "a", [*SMALL_NET])
+    full_checkpoint(run / "checkpoints" / "last.ckpt", epoch=2, step=6)
+    aside = full_checkpoint(run / "checkpoints" / "aside.ckpt", epoch=0, step=2)
+    copied = full_checkpoint(tmp_path / "copied.ckpt", epoch=0, step=2)
+    before = folder_state(tmp_path)
+    for argv in ([f"ckpt_path={aside}"], [f"hydra.run.dir={run}", *SMALL_NET, f"ckpt_path={copied}"]):
+        with pytest.raises(SystemExit) as raised:
+            rewrite_command_line(argv, CONF)
+        message = str(raised.value)
+        assert f"is older than {run / 'checkpoints' / 'last.ckpt'} (saved after step 6)" in message, message
+        assert f"resume the run with ckpt_path={run}," in message and "hydra.run.dir=<new folder>" in message
+    assert folder_state(tmp_path) == before
+    branch = tmp_path / "branch"  # a new folder: the run's settings, no pending config, the run untouched
+    argv = rewrite_command_line([f"hydra.run.dir={branch}", f"ckpt_path={aside}"], CONF)
+    assert argv[-2:] == [f"hydra.run.dir={branch}", f"ckpt_path={aside}"] and SMALL_NET[0] in argv
+    assert rewrite_command_line([f"ckpt_path={run}"], CONF)[-2:] == [
+        f"hydra.run.dir={run}", f"hydra.output_subdir={PENDING_SUBDIR}"
+    ]  # fmt: skip
+
+
+def test_a_resume_that_changes_the_rate_the_batch_or_the_schedule_is_refused(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "runs", "a", [*SMALL_NET, "optimizer.lr=0.02"])
+    full_checkpoint(run / "checkpoints" / "last.ckpt", epoch=2, step=6)
+    before = folder_state(tmp_path)
+    changes = [
+        "optimizer.lr=0.5",
+        "data.batch_size=64",
+        "scheduler.scheduler.patience=1",
+        "trainer.max_epochs=9",
+    ]
+    with pytest.raises(SystemExit) as raised:
+        rewrite_command_line([f"ckpt_path={run}", *changes], CONF)
+    message = str(raised.value)
+    assert "optimizer.lr=0.5 here, 0.02 in the run" in message
+    assert "data.batch_size=64 here, 128 in the run" in message
+    assert "scheduler.scheduler.patience=1 here, 5 in the run" in message
+    assert "max_epochs" not in message and "Nothing was written" in message and "new run" in message
+    with pytest.raises(SystemExit, match="scheduler"):
+        rewrite_command_line([f"ckpt_path={run}", "scheduler=constant"], CONF)
+    with pytest.raises(SystemExit, match="optimizer.lr=0.5 here"):  # a branch restores them the same
+        rewrite_command_line(
+            [f"hydra.run.dir={tmp_path / 'b'}", f"ckpt_path={run}", "optimizer.lr=0.5"], CONF
+        )
+    assert folder_state(tmp_path) == before
+    # Its own values again, or a longer run, resume as before.
+    argv = rewrite_command_line([f"ckpt_path={run}", "optimizer.lr=0.02", "trainer.max_epochs=9"], CONF)
+    assert "trainer.max_epochs=9" in argv and f"hydra.run.dir={run}" in argv
+
+
+def test_a_refused_resume_of_an_older_run_leaves_last_meaning_the_latest_run(tmp_path: Path) -> None:
+    runs = tmp_path / "outputs" / "train" / "runs"
+    fake_run(runs, "2026-01-01_10-00-00-000000", [], started=1_000)
+    latest = fake_run(runs, "2026-01-01_11-00-00-000000", [], started=2_000)
+    older = runs / "2026-01-01_10-00-00-000000"
+    # A resume of the older run that Hydra started and the data refused: its new config stays pending.
+    (older / PENDING_SUBDIR).mkdir()
+    (older / PENDING_SUBDIR / "config.yaml").write_text("{}\n")
+    argv = rewrite_command_line([f"paths.log_dir={tmp_path / 'outputs'}", "ckpt_path=last"], CONF)
+    assert f"hydra.run.dir={latest}" in argv

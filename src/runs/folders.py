@@ -5,6 +5,7 @@ Written by Hydra and Lightning::
     outputs/<task>/runs/<date>_<time>/                one run (hydra.run.dir)
         .hydra/config.yaml, overrides.yaml             the run's configuration, as Hydra composed it
         .hydra.pending/                                a resumed run's new configuration, until it trains
+        .run.lock                                      held (flock) by the process writing the run, its pid
         checkpoints/last.ckpt, epoch_NNN.ckpt          torch.save'd dicts: "state_dict", "net_config", "epoch"
         wandb_run_id.txt, wandb/, csv/, kernels/       the loggers' and callbacks' files
     outputs/<task>/multiruns/<date>_<time>/<job>/      one job of a sweep, laid out as a run
@@ -13,6 +14,10 @@ Two questions have an answer here, each with its own function: which run was sta
 (``latest_run``: what ``ckpt_path=last`` resumes, ``src/runs/resume.py``), and which checkpoint was written
 last under a folder of runs and sweeps (``latest_checkpoint``: what the notebook and ``src/analyse.py``
 show when given a folder).
+
+One process writes a run folder at a time: ``hold_run_folder`` takes an exclusive ``flock`` on
+``<run>/.run.lock`` (holding the process id) before Hydra writes there, and a second run into the same folder
+(the same ``hydra.run.dir``, or a resume of a run still training) is refused, naming the first's process.
 """
 
 from __future__ import annotations
@@ -20,8 +25,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
 
 CHECKPOINT_DIR = "checkpoints"
 #: The checkpoint written at the end of every epoch (``conf/callbacks/default.yaml``, ``last_checkpoint``).
@@ -29,6 +41,11 @@ LAST_CHECKPOINT = "last.ckpt"
 RUNS_DIR = "runs"
 HYDRA_SUBDIR = ".hydra"
 PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it trains (CommitRunConfig)
+RUN_LOCK = ".run.lock"  # held by the process writing the run (hold_run_folder)
+#: The environment variables that give a process's global rank (as ``lightning``'s ``rank_zero_only`` reads
+#: them): a DDP child that Lightning starts with the same command line runs with ``LOCAL_RANK`` set.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+_held: set[Path] = set()  # the run folders this process holds (hold_run_folder is re-entrant)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -40,7 +57,7 @@ def discard_unstarted_run(run: Path) -> bool:
     """Remove the folder of a new run that stopped before doing anything: it holds nothing but Hydra's
     configuration and log files, and would otherwise become "the run started last" that ``ckpt_path=last``
     names. Returns whether it was removed; a folder with anything else in it is kept."""
-    kept = {HYDRA_SUBDIR, PENDING_SUBDIR}
+    kept = {HYDRA_SUBDIR, PENDING_SUBDIR, RUN_LOCK}
     if not is_run_dir(run) or any(p.name not in kept and p.suffix != ".log" for p in run.iterdir()):
         return False
     shutil.rmtree(run, ignore_errors=True)
@@ -48,9 +65,96 @@ def discard_unstarted_run(run: Path) -> bool:
 
 
 def started(run: Path) -> float:
-    """When ``run`` was last started or resumed: the newest ``.hydra*/config.yaml`` Hydra wrote there."""
-    configs = [run / subdir / "config.yaml" for subdir in (HYDRA_SUBDIR, PENDING_SUBDIR)]
-    return max((c.stat().st_mtime for c in configs if c.is_file()), default=run.stat().st_mtime)
+    """When ``run`` was last started or resumed: when Hydra wrote its ``.hydra/config.yaml``.
+
+    ``.hydra.pending/`` does not count: a resume that was refused (other data, a bad override) leaves it
+    there without having trained, and must not make that run the one ``ckpt_path=last`` continues. A resume
+    that trains moves it over ``.hydra/`` (``commit_run_config``), written when the resume started."""
+    config = run / HYDRA_SUBDIR / "config.yaml"
+    return config.stat().st_mtime if config.is_file() else run.stat().st_mtime
+
+
+def global_rank(environ: Any = os.environ) -> int:
+    """This process's global rank as its environment gives it (0 for a single process)."""
+    for name in RANK_VARIABLES:
+        value = environ.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return 0
+
+
+def run_dir_argument(argv: list[str]) -> Path | None:
+    """The run folder a command line names (its last ``hydra.run.dir=``), or None: none given, a multirun
+    (``-m``), or a value Hydra still has to resolve (``${now:...}``: a new folder each time)."""
+    from src.runs.overrides import last_value
+
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        return None
+    value = last_value(argv, "hydra.run.dir")
+    if not value or "${" in value:
+        return None
+    return Path(value).expanduser().absolute()
+
+
+@contextmanager
+def hold_run_folder(run: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Hold ``<run>/.run.lock`` (an exclusive ``flock``, the file holding this process's id) while the body
+    runs; ``SystemExit`` naming the holder's process id if another process holds it.
+
+    ``None`` holds nothing, and so does a process of global rank other than 0 (the DDP ranks Lightning starts
+    with the same ``hydra.run.dir``: their run is the rank-0 process's). Re-entrant within one process. The
+    lock goes with the process (a killed run releases it); the file is deleted while still held, so a
+    finished run leaves none, and a folder this call created that stays empty is removed again.
+    """
+    if run is None or fcntl is None or global_rank() != 0:
+        yield
+        return
+    run = Path(run).expanduser().absolute()
+    if run in _held:
+        yield
+        return
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    lock = run / RUN_LOCK
+    while True:
+        handle = open(lock, "a+")  # noqa: SIM115 - held until the body ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise SystemExit(
+                f"error: {run} is being written by another run (process {holder}, holding {lock}): nothing "
+                "was written; wait for it to end, or write to another folder (hydra.run.dir=<new folder>)"
+            ) from None
+        if _same_file(handle.fileno(), lock):
+            break
+        handle.close()  # its holder deleted it as it let go: lock the path again
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _held.add(run)
+        yield
+    finally:
+        _held.discard(run)
+        lock.unlink(missing_ok=True)  # while still held, so that no waiter takes a stale lock
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        if created and run.is_dir() and not any(run.iterdir()):
+            run.rmdir()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is the file now at ``path``."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
 
 
 def latest_run(runs_dir: Path) -> Path | None:

@@ -4,7 +4,9 @@ reads them: what a resumed run replays (``src/runs/resume.py``) and what a sweep
 
 Before Hydra parses a command line, the entry points pass it through ``command_line``: ``~`` is expanded
 (``src/utils/paths.py``) and a key that was renamed is written in its new spelling (``RENAMED_KEYS``), so the
-old spelling keeps working, on the command line and in the overrides an older run saved.
+old spelling keeps working, on the command line and in the overrides an older run saved. It also refuses an
+inherited ``PROJECT_ROOT`` that is not this repository's root (``src/runs/paths.py``), and importing this
+module registers the ``${project_root:}`` resolver that ``conf/paths/default.yaml`` reads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from src.runs.folders import HYDRA_SUBDIR
+from src.runs.paths import check_inherited_root
 from src.utils.paths import expand_home_in_overrides
 
 #: Old key -> new key (its sub-keys follow): the synthetic set's settings moved under ``data.source``, where
@@ -91,5 +94,7 @@ def respell(override: str) -> str:
 
 def command_line(argv: list[str]) -> list[str]:
     """The command line (without the program name) as Hydra is to read it: ``~`` expanded in every
-    ``key=value``, renamed keys in their new spelling. Flags (``-m``) are left alone."""
+    ``key=value``, renamed keys in their new spelling. Flags (``-m``) are left alone. ``SystemExit`` for an
+    inherited ``PROJECT_ROOT`` that is not this repository's root (``check_inherited_root``)."""
+    check_inherited_root()
     return [arg if arg.startswith("-") else respell(arg) for arg in expand_home_in_overrides(argv)]

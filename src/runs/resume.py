@@ -22,7 +22,17 @@
 Before Hydra starts, and so before anything is written, ``rewrite_command_line`` checks that the checkpoint
 exists and that the network the merged overrides build has the checkpoint's shape (``data.num_classes``,
 ``model.towers``, ``model.conv_widths``, ``model.fc_width``); a mismatch names each differing key with both
-values.
+values. Two more refusals, before anything is written, keep a resume from doing something else than it
+says:
+
+* a checkpoint older (fewer steps) than the ``last.ckpt`` of the folder the resume would write (an
+  ``epoch``-old ``last.ckpt`` copied aside, say) would overwrite that run's newer checkpoints: the message
+  says to resume the run (``ckpt_path=<run>``) or to branch into a new folder
+  (``hydra.run.dir=<new> ckpt_path=<file>``, which starts there with the run's settings);
+* a resume restores the optimiser's param groups (the rate) and the scheduler's state from the checkpoint,
+  so a new ``optimizer.*``, ``scheduler`` or ``data.batch_size`` (the batch the rate is scaled for) would be
+  printed and saved but not used: such overrides are named and refused (``restored_changes``); start a new
+  run to use them.
 
 A resumed run (each form above that names a run folder):
 
@@ -35,7 +45,8 @@ A resumed run (each form above that names a run folder):
   data; ``ckpt_path=last trainer.max_epochs=120`` extends the run. Hydra writes the merged configuration to
   ``<run>/.hydra.pending/`` (``hydra.output_subdir``), and ``CommitRunConfig`` moves it over ``.hydra/``
   when training starts (``src/callbacks/resume.py``): a resume that fails before that (a bad override,
-  other data) leaves the run's ``.hydra/`` as it was, so the next plain ``ckpt_path=last`` still works;
+  other data) leaves the run's ``.hydra/`` as it was, so the next plain ``ckpt_path=last`` still works, and
+  still means the run started last (``.hydra.pending/`` does not count as a start, ``started``);
 * **continues the W&B run**: the run keeps its W&B id in ``<run>/wandb_run_id.txt``, and the W&B logger
   takes it up again (``src/loggers/wandb_run.py``). Offline (wandb 0.31), a resumed run writes a new folder
   ``wandb/offline-run-<time>-<same id>`` whose ``_step`` starts again at 0, while ``trainer/global_step``
@@ -143,6 +154,20 @@ def checkpoint_run(ckpt_path: str) -> Path | None:
     return None
 
 
+def checkpoint_named(ckpt_path: str, runs: Path) -> Path:
+    """The checkpoint file a ``ckpt_path`` names, as ``src/train.py`` resolves it (for ``src/eval.py``):
+    ``last`` is the ``last.ckpt`` of the run under ``runs`` started last (``latest_run_to_resume``), a run
+    folder its ``last.ckpt``, a file itself. ``SystemExit`` with one line naming the path otherwise."""
+    if ckpt_path == LAST:
+        return last_checkpoint(latest_run_to_resume(runs))
+    path = Path(ckpt_path).expanduser().absolute()
+    if path.is_dir():
+        return last_checkpoint(checkpoint_run(str(path)) or path)
+    if not path.is_file():
+        raise SystemExit(f"ckpt_path={path} is not a file")
+    return path
+
+
 def checkpoint_file(ckpt_path: str) -> Path:
     """The file a ``ckpt_path`` other than ``last`` names: that file, or a run folder's ``last.ckpt``."""
     path = Path(ckpt_path).expanduser().absolute()
@@ -191,15 +216,22 @@ def _plain(value: Any) -> Any:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def check_resumable(checkpoint: Path, conf_dir: Path, config_name: str, overrides: list[str]) -> None:
-    """``SystemExit`` naming the differing settings if the overrides build a net the checkpoint can't fill."""
+def check_resumable(
+    checkpoint: Path, conf_dir: Path, config_name: str, overrides: list[str], saved: list[str] | None = None
+) -> None:
+    """``SystemExit`` naming the differing settings if the overrides build a net the checkpoint can't fill,
+    or (``saved``: the run's own overrides) if they change a setting the checkpoint restores
+    (``restored_changes``)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    task = [o for o in overrides if not override_key(o).startswith("hydra.")]
-    try:
+    def composed(given: list[str]) -> Any:
+        task = [o for o in given if not override_key(o).startswith("hydra.")]
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=task)
+            return compose(config_name=config_name, overrides=task)
+
+    try:
+        cfg = composed(overrides)
         model = OmegaConf.to_container(cfg.model, resolve=True)
     except Exception:  # a bad override: let Hydra itself report it
         return
@@ -210,6 +242,87 @@ def check_resumable(checkpoint: Path, conf_dir: Path, config_name: str, override
             + "; ".join(differ)
             + ". Nothing was written; drop the overrides that change the network, or start a new run"
         )
+    if saved is None:
+        return
+    try:
+        before = composed(saved)
+    except Exception:  # the run's own overrides no longer compose: the merged ones did, so go on
+        return
+    changed = restored_changes(before, cfg)
+    if changed:
+        raise SystemExit(
+            f"ckpt_path: a resume takes the optimiser's and the schedule's state from {checkpoint}, so these "
+            "settings would not apply: "
+            + "; ".join(changed)
+            + ". Nothing was written; drop them to resume, or start a new run with them (without ckpt_path)"
+        )
+
+
+#: What a resume takes from the checkpoint, not from the config (the optimiser's param groups hold the rate,
+#: the scheduler's state its settings), and the batch the rate was scaled for: changing one on resume
+#: would print and save a setting the resumed steps do not use.
+RESTORED_SETTINGS = ("optimizer", "scheduler", "data.batch_size")
+
+
+def restored_changes(before: Any, after: Any) -> list[str]:
+    """``key=new here, old in the run`` for each ``RESTORED_SETTINGS`` value that differs between the run's
+    composed config (``before``) and the resume's (``after``)."""
+    from omegaconf import OmegaConf
+
+    def leaves(cfg: Any, key: str) -> dict[str, Any]:
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=False)
+        if not isinstance(value, dict):
+            return {key: value}
+        found: dict[str, Any] = {}
+        for name, item in value.items():
+            found |= leaves(cfg, f"{key}.{name}") if isinstance(item, dict) else {f"{key}.{name}": item}
+        return found
+
+    changed = []
+    for key in RESTORED_SETTINGS:
+        old, new = leaves(before, key), leaves(after, key)
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                changed.append(f"{name}={_shown(new.get(name))} here, {_shown(old.get(name))} in the run")
+    return changed
+
+
+def _shown(value: Any) -> str:
+    return "(none)" if value is None else str(value)
+
+
+def check_not_older(checkpoint: Path, target: Path | None) -> None:
+    """``SystemExit`` if ``checkpoint`` is older (fewer steps) than the ``last.ckpt`` of the folder the
+    resume would write, ``target``: resuming it there would overwrite the newer checkpoints."""
+    if target is None:
+        return
+    last = last_checkpoint(target)
+    if not last.is_file() or last.resolve() == checkpoint.resolve():
+        return
+    this, newest = _progress(checkpoint), _progress(last)
+    if this is None or newest is None or this >= newest:
+        return
+    raise SystemExit(
+        f"ckpt_path: {checkpoint} (saved after step {this[1]}) is older than {last} (saved after step "
+        f"{newest[1]}), which resuming it in {target} would overwrite. Nothing was written; resume the "
+        f"run with ckpt_path={target}, or branch into a new folder with hydra.run.dir=<new folder> "
+        f"ckpt_path={checkpoint}"
+    )
+
+
+def _progress(checkpoint: Path) -> tuple[int, int] | None:
+    """``(epoch, global_step)`` a checkpoint holds, or None (unreadable, or not a training checkpoint)."""
+    import torch
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return None
+    if not isinstance(saved, dict) or "global_step" not in saved:
+        return None
+    return int(saved.get("epoch", 0)), int(saved["global_step"])
 
 
 def rewrite_command_line(argv: list[str], conf_dir: Path, config_name: str = "train") -> list[str]:
@@ -238,14 +351,16 @@ def rewrite_command_line(argv: list[str], conf_dir: Path, config_name: str = "tr
     else:
         source = checkpoint_run(ckpt_path)
         checkpoint = checkpoint_file(ckpt_path)
-    merged = merge_overrides(saved_overrides(source), argv) if source is not None else list(argv)
+    saved = saved_overrides(source) if source is not None else None
+    merged = merge_overrides(saved, argv) if saved is not None else list(argv)
+    target = Path(given_dir).expanduser().absolute() if given_dir else source
     if checkpoint.is_file():
-        check_resumable(checkpoint, conf_dir, config_name, merged)
+        check_resumable(checkpoint, conf_dir, config_name, merged, saved)
+        check_not_older(checkpoint, target)
     if source is None:
         return argv
     if not given_dir:
         merged.append(f"hydra.run.dir={source}")
-    target = Path(given_dir).expanduser().absolute() if given_dir else source
     if is_run_dir(target) and last_value(merged, "hydra.output_subdir") is None:
         merged.append(f"hydra.output_subdir={PENDING_SUBDIR}")  # .hydra/ stays as it is until training starts
     return merged
