@@ -28,7 +28,9 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from src.data.cache import CacheSpaceError  # noqa: E402
 from src.data.layouts import find_labelled_images  # noqa: E402
+from src.datasets.archives import ArchiveError  # noqa: E402
 from src.datasets.download import ChecksumError, DownloadError  # noqa: E402
 from src.runs.overrides import command_line  # noqa: E402
 
@@ -52,8 +54,10 @@ def prepare(cfg: DictConfig) -> dict[str, dict[str, int]]:
 def main(cfg: DictConfig) -> None:
     try:
         prepare(cfg)
-    except (DownloadError, ChecksumError) as error:  # the message says what happened and what to do
+    except (DownloadError, ChecksumError, ArchiveError, CacheSpaceError) as error:  # says what to do
         raise SystemExit(str(error)) from None
+    except KeyboardInterrupt:  # the cache build said what it kept; no traceback
+        raise SystemExit(130) from None
     hydra_cfg = HydraConfig.get()
     same_data = [f"data={hydra_cfg.runtime.choices.get('data')}"]  # and the overrides that shape the data
     same_data += [o for o in hydra_cfg.overrides.task if o.startswith(("data.", "paths.data_dir"))]

@@ -19,6 +19,7 @@ import sys
 import warnings
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # `python src/train.py` puts src/, not the root, on the path
@@ -34,7 +35,9 @@ from src.callbacks.model_summary import use_flop_counting_summary  # noqa: E402
 from src.callbacks.preemption import exit_when_stopped, stop_before_test  # noqa: E402
 from src.callbacks.resume import CommitRunConfig  # noqa: E402
 from src.callbacks.training_health import exit_when_dead  # noqa: E402
+from src.data.cache import CacheSpaceError  # noqa: E402
 from src.data.datamodule import ImageDataModule, data_shards  # noqa: E402
+from src.datasets.archives import ArchiveError  # noqa: E402
 from src.datasets.download import ChecksumError, DownloadError  # noqa: E402
 from src.loggers.build import build_loggers, finish  # noqa: E402
 from src.loggers.wandb_run import report_offline_runs  # noqa: E402
@@ -45,7 +48,9 @@ from src.runs.folders import discard_unstarted_run, global_rank, hold_run_folder
 from src.runs.overrides import command_line  # noqa: E402
 from src.runs.paths import folders_line  # noqa: E402
 from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
+from src.runs.sweeps import run_job  # noqa: E402
 from src.utils.console import quiet_lightning, say  # noqa: E402
+from src.utils.exits import exit_on_error  # noqa: E402
 from src.utils.memory import keep_freed_memory  # noqa: E402
 from src.utils.precision_check import choose_precision, slow_bf16_line  # noqa: E402
 
@@ -79,7 +84,7 @@ def fetch_data(datamodule: ImageDataModule, cfg: DictConfig, new_run: bool) -> N
     splits = ("train",) if cfg.train else ()
     try:
         datamodule.fetch_files(splits)
-    except (FileNotFoundError, NotADirectoryError, DownloadError, ChecksumError) as error:
+    except (FileNotFoundError, NotADirectoryError, DownloadError, ChecksumError, ArchiveError) as error:
         if new_run:
             discard_unstarted_run(Path(cfg.paths.output_dir))
         else:
@@ -89,6 +94,13 @@ def fetch_data(datamodule: ImageDataModule, cfg: DictConfig, new_run: bool) -> N
         say(
             f"no test split at {datamodule.root / 'test'}: the run will not be tested (test=false hides this)"
         )
+
+
+def build_trainer(trainer_cfg: DictConfig, **arguments: Any) -> tuple[L.Trainer, str | None]:
+    """The Trainer of the ``trainer`` group, with ``trainer.precision=auto`` resolved for this hardware
+    (``src/utils/precision_check.py``), and the line saying what auto chose (``None`` for a given one)."""
+    precision, why = choose_precision(trainer_cfg.precision, str(trainer_cfg.accelerator))
+    return hydra.utils.instantiate(trainer_cfg, precision=precision, **arguments), why
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -109,15 +121,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         say(folders_line(cfg))  # data, cache, outputs: where this run reads and writes
     ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
     datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
-    fetch_data(datamodule, cfg, new_run=ckpt_path is None)  # bad paths and hosts: before any logger starts
     module = build_module(cfg)
+    check_crop_size(module.net, datamodule.crop_size)  # settings that cannot work: before any data is read
+    fetch_data(datamodule, cfg, new_run=ckpt_path is None)  # bad paths and hosts: before any logger starts
     loggers = build_loggers(cfg)
-    check_crop_size(module.net, datamodule.crop_size)
     # a resume's config, once it trains; one line per epoch in the console and train.log
     callbacks = [*build_callbacks(cfg), CommitRunConfig(output_dir), EpochLine()]
-    precision, why = choose_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], precision=precision
+    trainer, why = build_trainer(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     if why and trainer.is_global_zero:
         say(why)
@@ -136,6 +147,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         exit_when_stopped(trainer, cfg.paths.output_dir, close),
         exit_when_dead(trainer, close),
         exit_when_write_fails(trainer, cfg.paths.output_dir, close),
+        exit_on_error(CacheSpaceError, 1, trainer, close),  # a full disk while the data cache is built
     ):
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
     if trainer.is_global_zero:
@@ -173,8 +185,10 @@ def fit_and_test(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.optimized_metric)
+    """A single run: ``train``, exiting as it says (3: a dead run, 1, 130, 143). A job of a sweep (``-m``)
+    that dies or fails is recorded for the sweep's summary and returns None, so that the sweep goes on
+    (``src/runs/sweeps.py``, ``run_job``)."""
+    return run_job(lambda: train(cfg).get(cfg.optimized_metric))
 
 
 if __name__ == "__main__":

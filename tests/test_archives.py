@@ -157,3 +157,22 @@ def test_safe_parts() -> None:
     for name in EVIL_NAMES:
         with pytest.raises(ValueError):
             safe_parts(name)
+
+
+def test_a_file_that_is_not_an_archive_is_refused_naming_it(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an archive\n")
+    target = tmp_path / "out"
+    with pytest.raises(archives.NotAnArchiveError, match=r"notes\.txt is not a zip or tar") as refused:
+        archives.extract_archive(notes, target)
+    assert "\n" not in str(refused.value) and "expected a zip or tar" in str(refused.value)
+    assert not target.exists() and not target.with_name("out.partial").exists()
+
+
+def test_the_same_name_and_size_modified_since_is_extracted_again(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "a.zip", {"x.txt": b"one"})
+    target = archives.extract_archive(archive, tmp_path / "out")
+    write_zip(archive, {"x.txt": b"two"})  # same name and size, other content
+    os.utime(archive, (MTIME + 100, MTIME + 100))
+    archives.extract_archive(archive, target)
+    assert (target / "x.txt").read_bytes() == b"two"

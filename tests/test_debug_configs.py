@@ -21,7 +21,7 @@ from PIL import Image
 from src.callbacks.model_summary import forward_flops
 from src.callbacks.preemption import PreemptionCheckpoint
 from src.models.alexnet import AlexNet
-from src.train import build_callbacks
+from src.train import build_callbacks, build_trainer
 from tests.conftest import CONF, ROOT, compose_train, run_env
 from tests.test_train import TINY_DATA, TINY_RUN
 
@@ -62,7 +62,7 @@ def test_trainer_keys_override_as_lightning_writes_them(tmp_path: Path) -> None:
     assert cfg.trainer.limit_train_batches == 2 and cfg.trainer.limit_val_batches == 0.5
     assert cfg.trainer.overfit_batches == 1 and cfg.trainer.num_sanity_val_steps == 0
     default = compose_train([], tmp_path).trainer  # Lightning's own defaults where we set none
-    trainer = L.Trainer(**{k: v for k, v in default.items() if k not in ("_target_", "default_root_dir")})
+    trainer, _ = build_trainer(default, default_root_dir=str(tmp_path), logger=False)
     assert trainer.limit_train_batches == 1.0 and trainer.num_sanity_val_steps == 2
 
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from src.data import images
 from src.data.images import (
+    BOMB_PIXELS_PER_BYTE,
     MAX_PIXELS,
     ImageDecodeError,
     centre_square,
@@ -185,7 +186,7 @@ def test_bad_files_are_refused_with_their_reason(
         "Thumbs.db": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)) * 8,
         "text.jpg": b"this is not a picture\n",
         "jpeg_magic_then_junk.jpg": b"\xff\xd8\xff\xe0" + b"junk" * 50,
-        "huge.jpg": jpeg_declaring(16000, 9000),  # 144 MP: over our limit, refused before decoding
+        "huge.jpg": jpeg_declaring(16000, 9000),  # 144 MP declared over 632 bytes: a bomb, not decoded
         "bomb.jpg": jpeg_declaring(20000, 10000),  # 200 MP: over Pillow's bomb limit too
     }
     reasons = {}
@@ -201,8 +202,15 @@ def test_bad_files_are_refused_with_their_reason(
     assert reasons["no_end_marker.jpg"].startswith("image file is truncated")
     assert reasons["Thumbs.db"].startswith("not an image") and reasons["text.jpg"].startswith("not an image")
     assert reasons["jpeg_magic_then_junk.jpg"]
-    assert reasons["huge.jpg"] == f"too large: 16000x9000 = 144,000,000 pixels, limit {MAX_PIXELS:,}"
-    assert reasons["bomb.jpg"].startswith("too large: 20000x10000")
+    size = len(files["huge.jpg"])
+    assert reasons["huge.jpg"] == (
+        f"too large: 16000x9000 = 144,000,000 pixels declared in {size:,} bytes, a decompression bomb "
+        f"(a real JPEG that large holds at least {144_000_000 // BOMB_PIXELS_PER_BYTE:,} bytes)"
+    )
+    assert (
+        reasons["bomb.jpg"].startswith("too large: 20000x10000")
+        and "decompression bomb" in reasons["bomb.jpg"]
+    )
     assert decodes["simplejpeg"] == []  # nothing bad came back from simplejpeg as a picture
 
     with pytest.raises(ImageDecodeError, match="No such file"):
@@ -234,3 +242,24 @@ def test_draft_scale_is_pillows_choice(width: int, height: int, scale: int) -> N
         gap = 2 * 256 / min(width, height)
         image.draft("RGB", (math.ceil(width * gap), math.ceil(height * gap)))
         assert image.size == (-(-width // scale), -(-height // scale))
+
+
+@pytest.fixture(scope="module")
+def panorama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 16384x9000 JPEG (147 MP, over ``MAX_PIXELS`` declared; 18 MP at 1/8 scale), ~2 MB."""
+    path = tmp_path_factory.mktemp("panorama") / "panorama.jpg"
+    image = Image.new("RGB", (16384, 9000), (40, 120, 200))
+    image.paste(Image.new("RGB", (4000, 3000), (250, 200, 10)), (6192, 3000))
+    image.save(path, quality=85)
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["auto", "pil"])
+def test_a_large_real_jpeg_is_decoded_at_its_draft_scale_not_skipped(panorama: Path, decoder: str) -> None:
+    with warnings.catch_warnings():  # Pillow's decompression-bomb warning: 147 MP declared
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        width, height = Image.open(panorama).size
+    assert width * height > MAX_PIXELS  # the old limit on the declared size skipped it as "too large"
+    square = load_square_rgb(panorama, decoder=decoder)
+    assert square.shape == (256, 256, 3)
+    assert np.abs(square[128, 128].astype(int) - (250, 200, 10)).max() <= 3  # the centre patch's colour

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -333,3 +334,85 @@ def test_the_configs_pin_real_urls_and_well_formed_hashes() -> None:
         assert entry["url"].startswith("https://") and "127.0.0.1" not in entry["url"]
         assert entry["sha256"] is None or len(entry["sha256"]) == 64
         assert entry.get("md5") is None or len(entry["md5"]) == 32
+
+
+# ------------------------------------------------- data is what the files say: a changed source (#27)
+
+
+def kaggle_zip(path: Path, per_class: int, mtime: float | None = None) -> Path:
+    make.kaggle_train_zip(path, per_class=per_class)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_a_new_kaggle_archive_prepares_the_root_again_and_says_so(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data" / "catsdogs"
+    old = kaggle_zip(tmp_path / "old" / "train.zip", per_class=2)
+    new = kaggle_zip(tmp_path / "new" / "train.zip", per_class=3)
+    prepare_dataset(root, "kaggle", path=str(old))
+    assert class_counts_kaggle(root) == {"cat": 2, "dog": 2}
+    capsys.readouterr()
+
+    made = prepare_dataset(root, "kaggle", path=str(new))
+    printed = capsys.readouterr().out
+    (line,) = [line for line in printed.splitlines() if "out of date" in line]
+    assert str(old) in line and str(new) in line and "preparing it again" in line
+    assert "is ready" not in printed
+    assert class_counts_kaggle(root) == {"cat": 3, "dog": 3}  # the new archive's files, the old ones gone
+    assert made["source"]["path"] == str(new.resolve())
+    assert json.loads((root / MARKER).read_text())["source"]["path"] == str(new.resolve())
+    assert not list(root.parent.glob("catsdogs.*[!k]"))  # no .replaced or .partial left (the .lock stays)
+
+    prepare_dataset(root, "kaggle", path=str(new))  # the same file again: nothing to do
+    assert "is ready" in capsys.readouterr().out
+    prepare_dataset(root, "kaggle", path=None)  # a run that names no path uses the root as prepared
+    assert "is ready" in capsys.readouterr().out
+
+
+def test_the_same_path_holding_another_archive_prepares_the_root_again(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data" / "catsdogs"
+    archive = kaggle_zip(tmp_path / "Downloads" / "train.zip", per_class=2, mtime=1_700_000_000)
+    prepare_dataset(root, "kaggle", path=str(archive))
+    kaggle_zip(archive, per_class=4, mtime=1_700_000_100)  # downloaded again, over the old one
+    capsys.readouterr()
+    prepare_dataset(root, "kaggle", path=str(archive))
+    assert f"{archive} changed since it was prepared" in capsys.readouterr().out
+    assert class_counts_kaggle(root) == {"cat": 4, "dog": 4}
+
+
+def test_a_file_that_is_not_an_archive_is_refused_naming_it_and_what_was_expected(tmp_path: Path) -> None:
+    from src.datasets.archives import NotAnArchiveError
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an archive\n")
+    fresh = tmp_path / "data" / "fresh"
+    with pytest.raises(NotAnArchiveError) as refused:
+        prepare_dataset(fresh, "kaggle", path=str(notes))
+    message = str(refused.value)
+    assert "\n" not in message and str(notes) in message and "expected Kaggle's train.zip" in message
+    assert not fresh.exists()
+
+    root = tmp_path / "data" / "catsdogs"
+    old = kaggle_zip(tmp_path / "old" / "train.zip", per_class=2)
+    prepare_dataset(root, "kaggle", path=str(old))
+    with pytest.raises(NotAnArchiveError) as refused:
+        prepare_dataset(root, "kaggle", path=str(notes))
+    assert str(notes) in str(refused.value) and f"{root} keeps what {old}" in str(refused.value)  # both
+    assert class_counts_kaggle(root) == {"cat": 2, "dog": 2}  # untouched
+
+
+@pytest.mark.slow
+def test_prepare_refuses_a_file_that_is_not_an_archive_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not an archive\n")
+    run = script_runner("prepare.py", tmp_path)
+    result = run("data=kaggle", f"data.source.path={tmp_path / 'notes.txt'}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{tmp_path / 'notes.txt'} is not a zip or tar archive" in line and "expected Kaggle's" in line
+
+
+def class_counts_kaggle(root: Path) -> dict[str, int]:
+    names = [p.name.split(".")[0] for p in (root / "train").iterdir()]
+    return {label: names.count(label) for label in sorted(set(names))}

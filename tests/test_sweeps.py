@@ -27,7 +27,7 @@ from src.runs.sweeps import (
     summarise_sweep,
     write_summary,
 )
-from src.train import build_module
+from src.train import build_module, build_trainer
 from tests.conftest import compose_train
 from tests.test_train import TINY_GENERATED, TINY_RUN
 
@@ -77,7 +77,7 @@ def test_ddp_trainer_configs_are_short_diffs_against_the_default(tmp_path: Path,
     assert {k for k in changed if changed[k] != default.get(k)} == {"strategy", "devices"}
     assert changed["strategy"] == option and changed["devices"] == 2
     # On a CPU-only machine the two devices are two CPU processes (gloo); building the Trainer starts none.
-    trainer = hydra.utils.instantiate(cfg.trainer, accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer, _ = build_trainer(cfg.trainer, accelerator="cpu", logger=False, enable_progress_bar=False)
     assert isinstance(trainer, L.Trainer) and trainer.world_size == 2
     assert type(trainer.strategy.launcher).__name__ == LAUNCHERS[option]
 
@@ -269,6 +269,132 @@ def test_ddp_spawn_multirun_runs_each_job_once_on_two_processes(tmp_path: Path, 
     table = read_csv(sweep / "summary.csv")
     assert [r["status"] for r in table] == ["COMPLETED", "COMPLETED"] and all(r["test/acc"] for r in table)
     print(f"2-job ddp_spawn multirun: {time.monotonic() - start:.0f} s")
+
+
+# --- a job that dies or fails: recorded, and the sweep goes on (#27) ----------------------------------------
+
+
+def end_job(cfg, returned) -> None:
+    """What Hydra does after a job's task function returned ``returned``: ``SweepSummary.on_job_end``."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from src.hydra_callbacks.sweep_summary import SweepSummary
+
+    job_return = JobReturn(status=JobStatus.COMPLETED, _return_value=returned)
+    SweepSummary().on_job_end(cfg, job_return)
+
+
+def test_a_job_that_dies_in_a_sweep_is_recorded_with_its_reason_and_the_sweep_goes_on(
+    tmp_path: Path, capsys
+) -> None:
+    from src.hydra_callbacks.sweep_summary import SweepSummary
+    from src.runs.sweeps import run_job
+    from src.utils.exits import ErrorExit
+
+    sweep = tmp_path / "sweep"
+    reason = "training died at step 3, epoch 0 (lr 6.25e+04): the training loss is nan"
+
+    def dies() -> float:
+        raise ErrorExit(3, reason)  # what exit_when_dead raises
+
+    def fails() -> float:
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    cfg = compose_train([], tmp_path)
+    for num, job in enumerate((dies, lambda: 0.5, fails, lambda: SystemExit("error: /x does not exist"))):
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.runtime.output_dir = str(sweep / str(num))
+        as_multirun_job(cfg, str(sweep), num, [f"optimizer.lr={num}"])
+
+        def raising(job=job):
+            returned = job()
+            if isinstance(returned, SystemExit):
+                raise returned  # a data error's SystemExit("error: ...")
+            return returned
+
+        end_job(cfg, run_job(raising))  # returns (None for the failures): the sweeper goes on
+
+    table = read_csv(sweep / "summary.csv")
+    assert [(r["job"], r["status"], r["returned"]) for r in table] == [
+        ("0", "died", ""),
+        ("1", "COMPLETED", "0.5"),
+        ("2", "failed", ""),
+        ("3", "failed", ""),
+    ]
+    assert table[0]["error"] == reason
+    assert table[2]["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"  # one line
+    assert table[3]["error"] == "/x does not exist"
+    assert "4 jobs, 1 completed, 1 died, 2 failed" in (sweep / "summary.md").read_text()
+    err = capsys.readouterr().err
+    assert "sweep: job 0 died; the sweep goes on" in err and "error: /x does not exist" in err
+    with pytest.raises(SystemExit) as ended:
+        SweepSummary().on_multirun_end(cfg)
+    assert ended.value.code == 1  # the sweep's exit code: some job did not complete
+    assert "sweep: 3 of 4 jobs did not complete: 0 (died), 2 (failed), 3 (failed)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", [130, 143])
+def test_ctrl_c_and_sigterm_still_stop_the_whole_sweep(tmp_path: Path, code: int) -> None:
+    from src.runs.sweeps import run_job, take_failure
+
+    cfg = compose_train([], tmp_path)
+    as_multirun_job(cfg, str(tmp_path / "sweep"), 0, [])
+
+    def stopped() -> float:
+        raise SystemExit(code)
+
+    with pytest.raises(SystemExit) as stop:
+        run_job(stopped)
+    assert stop.value.code == code and take_failure() is None
+
+
+def test_a_single_run_that_dies_still_exits_with_code_3(tmp_path: Path) -> None:
+    from src.runs.sweeps import run_job
+    from src.utils.exits import ErrorExit
+
+    compose_train([], tmp_path)  # hydra.mode: RUN
+
+    def dies() -> float:
+        raise ErrorExit(3, "training died")
+
+    with pytest.raises(SystemExit) as stop:
+        run_job(dies)
+    assert stop.value.code == 3
+
+
+def test_a_sweep_whose_jobs_all_completed_exits_0(tmp_path: Path) -> None:
+    from src.hydra_callbacks.sweep_summary import SweepSummary
+
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, ["seed=0"], returned=0.5)
+    fake_job(sweep, 1, ["seed=1"], returned=0.6)
+    cfg = compose_train([], tmp_path)
+    as_multirun_job(cfg, str(sweep), 1, ["seed=1"])
+    SweepSummary().on_multirun_end(cfg)  # no SystemExit
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_a_sweep_goes_on_after_a_job_that_dies_and_exits_1(tmp_path: Path, train_cli) -> None:
+    result = train_cli(
+        *TINY_SWEEP,
+        f"data.root={tmp_path / 'synthetic'}",
+        "logger=csv",
+        "hydra/callbacks=sweep_summary",
+        "callbacks.training_health.every_n_steps=1",
+        "callbacks.training_health.patience=2",
+        "optimizer.lr=1e6,0.001",  # job 0 diverges (exit code 3 as a single run), job 1 trains
+        "-m",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    assert [j.name for j in job_dirs(sweep)] == ["0", "1"]
+    table = read_csv(sweep / "summary.csv")
+    assert [(r["job"], r["status"]) for r in table] == [("0", "died"), ("1", "COMPLETED")]
+    assert table[0]["error"].startswith("training died at step") and table[0]["returned"] == ""
+    assert float(table[1]["returned"]) >= 0 and table[1]["test/acc"]
+    assert "sweep: 1 of 2 jobs did not complete: 0 (died)" in result.stderr
 
 
 # --- Optuna -------------------------------------------------------------------------------------------------

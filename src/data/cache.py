@@ -53,6 +53,7 @@ exclusive ``fcntl.flock`` on ``<fingerprint>.lock`` and re-checks for a finished
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -60,6 +61,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 import warnings
 import zlib
@@ -94,6 +96,14 @@ COMPACT_BLOCK = 256  # images moved per read/write during compaction (at most; s
 CHECKSUM_IMAGES = 1024  # images per CRC-32 of images.u8 (192 MiB at 256x256)
 CHECKSUM_READ = 16 * 2**20  # bytes read at a time while checksumming
 ARRAY_FILES = ("labels.npy", "pixel_sums.npy", "pixel_products.npy")
+
+
+class CacheSpaceError(OSError):
+    """The disk filled up while a cache was built (ENOSPC): the partial build was removed, and the message
+    names the folder, the bytes the cache needs and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without "[Errno 28]"
 
 
 class DamagedCacheError(ValueError):
@@ -386,13 +396,48 @@ def build_cache(
         root.mkdir(parents=True, exist_ok=True)
         with exclusive(root / f"{key}.lock", final):
             if not (final / META_FILE).is_file():
-                _build(files, root, key, image_size, workers, chunk_size, progress, folder)
+                try:
+                    _build(files, root, key, image_size, workers, chunk_size, progress, folder)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+                    raise _out_of_space(root / f"{key}.partial", folder, len(files), image_size) from None
+                except KeyboardInterrupt:
+                    say(
+                        f"cache build of {folder} stopped by Ctrl-C; its finished chunks are kept in "
+                        f"{root / key}.partial: the next run resumes from them",
+                        error=True,
+                    )
+                    raise
                 return _checked(open_cache(final), folder)
     start = time.perf_counter()
     cache = _checked(open_cache(final, verify=verify), folder)
     checked = f", verified in {time.perf_counter() - start:.1f} s" if verify and cache.checksums else ""
     say(f"using cache {final} ({len(cache)} images{checked})")
     return cache
+
+
+def cache_bytes(count: int, image_size: int = IMAGE_SIZE) -> int:
+    """The bytes the squares of a cache of ``count`` images take: ``count * S * S * 3`` (its labels and
+    pixel moments add 104 bytes an image)."""
+    return count * image_size * image_size * 3
+
+
+def _out_of_space(partial: Path, folder: Path, count: int, image_size: int) -> CacheSpaceError:
+    """Remove the partial build (its space back) and say in one line what the cache needs and what to do."""
+    shutil.rmtree(partial, ignore_errors=True)
+    need = cache_bytes(count, image_size)
+    try:
+        free = f", {shutil.disk_usage(partial.parent).free / 1e9:.2f} GB are free now"
+    except OSError:
+        free = ""
+    size = f"{count:,} x {image_size}x{image_size}x3"
+    return CacheSpaceError(
+        errno.ENOSPC,
+        f"no space left on the disk of {partial.parent} while caching {folder}: the cache needs "
+        f"{need:,} bytes ({need / 1e9:.2f} GB: {size}){free}; the partial build was removed. Free that "
+        "much there, or set data.cache_dir to a folder on a disk with room, and run again",
+    )
 
 
 def _checked(cache: ImageCache, folder: Path) -> ImageCache:
@@ -574,7 +619,7 @@ def _decode_pending(
         # The platform's default start method (fork on Linux before Python 3.14). With fork, the pool starts
         # all its processes on the first submit: before the progress bar's refresh thread exists.
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context(), initializer=_one_thread_per_worker
+            max_workers=workers, mp_context=multiprocessing.get_context(), initializer=_start_worker
         )
         running = {
             pool.submit(_decode_chunk, images, image_size, start, paths[start:stop]): (start, stop)
@@ -594,17 +639,33 @@ def _decode_pending(
                     advance(stop - start)
     except BaseException:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(pool)
         raise
     if pool is not None:
         pool.shutdown()
     return todo
 
 
-def _one_thread_per_worker() -> None:
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End the workers now (Ctrl-C, a full disk, an error): the chunks they are decoding are not recorded
+    and are decoded again by the next run; waiting for them took seconds per worker."""
+    processes = list(
+        (getattr(pool, "_processes", None) or {}).values()
+    )  # CPython's: before shutdown clears it
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=5)
+
+
+def _start_worker() -> None:
     """The workers are one per core already: torch's resize runs on one thread in each (and a forked child
-    never starts an OpenMP pool inherited from its parent)."""
+    never starts an OpenMP pool inherited from its parent). Ctrl-C is the builder's to handle: a worker
+    ignores it (the builder ends the workers), so that it prints no traceback of its own."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _decode_chunk(

@@ -25,9 +25,12 @@ cache decoded differently (by an older version of this code, say) is never mixed
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,11 +43,18 @@ from PIL import Image, UnidentifiedImageError
 
 IMAGE_SIZE = 256  # section 2
 
-# A file whose header declares more pixels than this is refused as "too large" (~134 MP, e.g. 16384x8192):
-# decoding a non-JPEG of that size takes ~400 MB as RGB. A 12000x9000 photo (108 MP) still decodes, JPEGs
-# cheaply at 1/8 scale. Pillow's own decompression-bomb check (2 x Image.MAX_IMAGE_PIXELS, ~179 MP by
-# default) is reported as "too large" as well; its warning (above ~89 MP) is silenced, this limit replaces it.
+# The most pixels decoded at once (~134 MP, ~400 MB as RGB): what bounds a decode's memory. It is judged on
+# the pixels actually decoded: a JPEG at the 1/2, 1/4 or 1/8 scale it is decoded at (so every JPEG a camera
+# or a stitcher can write decodes: 65535x65535 at 1/8 is 67 MP, and a 16384x9000 panorama takes 18 MP at
+# 1/8), every other format whole (PNG, TIFF, ... have no reduced decoding): a non-JPEG declaring more than
+# this is refused as "too large" with its size, before any pixel is decoded. Pillow's own decompression-bomb
+# check (a limit on the declared size, 2 x Image.MAX_IMAGE_PIXELS, ~179 MP) is replaced by this one; its
+# warning (above ~89 MP) is silenced.
 MAX_PIXELS = 2**27
+# A JPEG declaring more than MAX_PIXELS must hold at least one byte per this many declared pixels, else it is
+# refused as a decompression bomb: a header declaring a huge size over a few bytes of data (which libjpeg
+# would pad with grey). Real photos hold about 1 byte per 8 to 64 pixels (16384x9000 in one colour: 1 per 64).
+BOMB_PIXELS_PER_BYTE = 512
 # Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain, as long as the decoded image stays at
 # least DRAFT_GAP times the size of the square's scaled image (as Pillow's thumbnail does): the antialiased
 # resize then still has twice the pixels it needs.
@@ -54,7 +64,8 @@ JPEG_COLOURSPACES = ("YCbCr", "Gray", "RGB")  # what simplejpeg converts to RGB 
 DECODERS = ("auto", "pil")
 DECODER = (
     f"jpeg: simplejpeg {simplejpeg.__version__}, else Pillow {PIL.__version__}; "
-    f"resize: torch {torch.__version__} uint8 antialiased bilinear"
+    f"resize: torch {torch.__version__} uint8 antialiased bilinear; "
+    f"at most {MAX_PIXELS} pixels decoded, JPEGs at their draft scale"
 )
 
 
@@ -74,8 +85,9 @@ def load_square_rgb(path: str | Path, size: int = IMAGE_SIZE, decoder: str = "au
     (alpha is dropped); images smaller than ``size`` are scaled up. Large JPEGs are decoded at 1/2, 1/4 or
     1/8 scale when that still leaves at least ``DRAFT_GAP`` times the pixels needed. Deterministic: same
     file, same bytes. ``decoder="pil"`` decodes JPEGs with Pillow too (for comparisons; the result is the
-    same). A file that cannot be decoded, or declares more than ``MAX_PIXELS`` pixels, raises an
-    ``ImageDecodeError`` (an ``OSError``) naming it.
+    same). A file that cannot be decoded, or would decode to more than ``MAX_PIXELS`` pixels (a non-JPEG
+    that large: JPEGs are judged at their draft scale), raises an ``ImageDecodeError`` (an ``OSError``)
+    naming it.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r} is not known; choose one of {', '.join(DECODERS)}")
@@ -85,9 +97,10 @@ def load_square_rgb(path: str | Path, size: int = IMAGE_SIZE, decoder: str = "au
             if not head:
                 raise ImageDecodeError(path, "empty file (0 bytes)")
             data = head + handle.read() if head == JPEG_MAGIC else None
+            nbytes = os.fstat(handle.fileno()).st_size
         pixels = _decode_jpeg(data, path, size) if data is not None and decoder == "auto" else None
         if pixels is None:
-            pixels = _decode_pil(path if data is None else io.BytesIO(data), path, size)
+            pixels = _decode_pil(path if data is None else io.BytesIO(data), path, size, nbytes)
         return centre_square(pixels, size)
     except ImageDecodeError:
         raise
@@ -137,13 +150,34 @@ def _draft_request(width: int, height: int, size: int) -> tuple[int, int]:
     return math.ceil(width * gap), math.ceil(height * gap)
 
 
-def _check_size(path: str | Path, width: int, height: int) -> None:
+def _check_size(
+    path: str | Path, width: int, height: int, scale: int = 1, kind: str = "", nbytes: int | None = None
+) -> None:
+    """Refuse an empty image, one that would decode to more than ``MAX_PIXELS`` pixels at ``scale`` (a
+    JPEG's draft scale; 1 for formats decoded whole, ``kind`` naming the format), or a JPEG of more than
+    ``MAX_PIXELS`` declared in too few bytes (``nbytes``, the file's size) to hold them: a bomb."""
     if width < 1 or height < 1:
         raise ImageDecodeError(path, f"empty image ({width}x{height})")
-    if width * height > MAX_PIXELS:
+    declared = width * height
+    bomb = nbytes is not None and nbytes * BOMB_PIXELS_PER_BYTE < declared
+    if kind == "JPEG" and declared > MAX_PIXELS and bomb:
         raise ImageDecodeError(
-            path, f"too large: {width}x{height} = {width * height:,} pixels, limit {MAX_PIXELS:,}"
+            path,
+            f"too large: {width}x{height} = {declared:,} pixels declared in {nbytes:,} bytes, a "
+            f"decompression bomb (a real JPEG that large holds at least "
+            f"{declared // BOMB_PIXELS_PER_BYTE:,} bytes)",
         )
+    decoded = -(-width // scale) * -(-height // scale)
+    if decoded > MAX_PIXELS:
+        too_large = f"too large: {width}x{height} = {declared:,} pixels"
+        if scale > 1:
+            why = f"{decoded:,} even at 1/{scale} scale, more than the {MAX_PIXELS:,} decoded at once"
+        else:
+            why = (
+                f"more than the {MAX_PIXELS:,} decoded at once (a {kind or 'file of this format'} is decoded "
+                "whole; as a JPEG it would be decoded at 1/2 to 1/8 scale)"
+            )
+        raise ImageDecodeError(path, f"{too_large}, {why}")
 
 
 def _decode_jpeg(data: bytes, path: str | Path, size: int) -> np.ndarray | None:
@@ -156,10 +190,10 @@ def _decode_jpeg(data: bytes, path: str | Path, size: int) -> np.ndarray | None:
         height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    _check_size(path, width, height)
+    scale = draft_scale(width, height, size)
+    _check_size(path, width, height, scale, "JPEG", len(data))
     if colourspace not in JPEG_COLOURSPACES:  # CMYK and YCCK: Pillow's conversion, as before
         return None
-    scale = draft_scale(width, height, size)
     # simplejpeg picks the smallest of libjpeg's scales (n/8) that keeps these minima: exactly 1/scale.
     want_h, want_w = -(-height // scale), -(-width // scale)
     try:
@@ -169,16 +203,32 @@ def _decode_jpeg(data: bytes, path: str | Path, size: int) -> np.ndarray | None:
     return pixels if pixels.shape == (want_h, want_w, 3) else None
 
 
-def _decode_pil(source: str | Path | BinaryIO, path: str | Path, size: int) -> np.ndarray:
+def _decode_pil(
+    source: str | Path | BinaryIO, path: str | Path, size: int, nbytes: int | None = None
+) -> np.ndarray:
     """Pillow: any format it knows, in draft mode (JPEG only), converted to RGB."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _without_pillows_bomb_check():  # _check_size below judges the pixels decoded, not those declared
         opened = Image.open(source)
     with opened as image:
         width, height = image.size
-        _check_size(path, width, height)
+        scale = draft_scale(width, height, size) if image.format == "JPEG" else 1
+        _check_size(path, width, height, scale, image.format or "", nbytes)
         image.draft("RGB", _draft_request(width, height, size))  # JPEG only: scale by draft_scale
         return np.array(image.convert("RGB"))  # writable, for torch
+
+
+@contextlib.contextmanager
+def _without_pillows_bomb_check() -> Iterator[None]:
+    """Pillow's limit on the declared size lifted (and its warning silenced) for ``Image.open``, which reads
+    the header alone; restored after."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def pillow_square(path: str | Path, size: int = IMAGE_SIZE, draft: bool = True) -> np.ndarray:

@@ -49,6 +49,31 @@ class UnsafeArchiveError(ArchiveError):
     """A member would land outside the target, is a link or device, or the archive is too big."""
 
 
+class NotAnArchiveError(ArchiveError):
+    """The file is neither a zip nor a tar archive (the message names it and what was expected)."""
+
+
+def is_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a zip or a (compressed) tar archive, judged by its first bytes."""
+    try:
+        return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def check_archive(path: str | Path, expected: str = "a zip or tar(.gz) archive") -> None:
+    """``NotAnArchiveError`` naming ``path``, what it starts with and ``expected``, unless it is one."""
+    path = Path(path)
+    if is_archive(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(16)
+    raise NotAnArchiveError(
+        f"{path} is not a zip or tar archive ({path.stat().st_size:,} bytes, starting {head!r}): "
+        f"expected {expected}"
+    )
+
+
 @dataclass(frozen=True)
 class ExtractLimits:
     """Refuse archives beyond these (config: ``data.source.extract.max_gb`` and ``max_members``)."""
@@ -89,7 +114,8 @@ def safe_parts(name: str) -> tuple[str, ...]:
 def extract_archive(archive: str | Path, target: str | Path, limits: ExtractLimits | None = None) -> Path:
     """Extract ``archive`` (zip, tar, tar.gz/bz2/xz) into ``target``; return ``target``.
 
-    Reuses a finished extraction of the same archive (same name and size in its marker file). Raises
+    Reuses a finished extraction of the same archive (same name, size and modification time in its marker
+    file). Raises ``NotAnArchiveError`` for a file that is neither a zip nor a tar archive,
     ``UnsafeArchiveError`` for a member that is unsafe or beyond ``limits`` and ``ArchiveError`` for an
     unreadable archive or member; in both cases (and on any other exception, KeyboardInterrupt included)
     nothing is left under ``target``.
@@ -98,10 +124,18 @@ def extract_archive(archive: str | Path, target: str | Path, limits: ExtractLimi
     limits = limits or ExtractLimits()
     if not archive.is_file():
         raise FileNotFoundError(f"archive {archive} does not exist")
-    identity = {"archive": archive.name, "archive_bytes": archive.stat().st_size}
+    check_archive(archive)
+    status = archive.stat()
+    identity = {
+        "archive": archive.name,
+        "archive_bytes": status.st_size,
+        "archive_mtime_ns": status.st_mtime_ns,
+    }
     if (target / MARKER).is_file():
         made = json.loads((target / MARKER).read_text())
-        if {k: made.get(k) for k in identity} == identity:
+        # an extraction from before the modification time was recorded: judged by name and size
+        recorded = {k: made.get(k, identity[k] if k == "archive_mtime_ns" else None) for k in identity}
+        if recorded == identity:
             return target
         print(f"{target} was extracted from another {archive.name}: extracting it again")
         shutil.rmtree(target)

@@ -37,6 +37,14 @@ Where the files go (all under ``data/`` by default):
 
 A ``<root>`` that already has ``train/`` or ``test/`` but no ``prepared.json`` was laid out by hand; it is
 used as it is (so ``data=kaggle`` works on a ``train/`` you unzipped yourself).
+
+``prepared.json`` records the source (``source``): a local file's resolved path, size and modification time
+(``data.source.path``: kaggle, tiny_imagenet), a local folder's path, or each download's URL and sha256.
+A later run naming another source (another path, the same path holding a different file, another pinned
+sha256) prepares the root again and says so in one line; the new layout replaces the old one only once it
+is complete (until then, and if it fails, the root holds the old source's layout, whole). A run that names
+no path (``python src/train.py data=kaggle``) uses the root as prepared. A ``data.source.path`` that is
+neither a zip nor a tar archive (nor a folder) is refused in one line naming it and what was expected.
 """
 
 from __future__ import annotations
@@ -50,7 +58,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.datasets.archives import ExtractLimits, extract_archive
+from src.datasets.archives import (
+    ArchiveError,
+    ExtractLimits,
+    NotAnArchiveError,
+    check_archive,
+    extract_archive,
+)
 from src.datasets.download import RetryPolicy, check_hashes, fetch
 from src.utils.atomic import write_atomic
 from src.utils.locks import exclusive
@@ -103,9 +117,13 @@ class Sources:
         archive = self.archive(role)
         return extract_archive(archive, self.extract_dir / f"{self.dataset}-{_stem(archive)}", self.limits)
 
-    def local_tree(self, archive: Path, sha256: str | None = None, pin_key: str | None = None) -> Path:
+    def local_tree(
+        self, archive: Path, sha256: str | None = None, pin_key: str | None = None, expected: str = ""
+    ) -> Path:
         """A local archive (not downloaded: Kaggle's), extracted. With ``pin_key`` its hash is checked
-        against ``sha256`` (or printed, to pin it); without, it is not hashed (an archive inside another)."""
+        against ``sha256`` (or printed, to pin it); without, it is not hashed (an archive inside another).
+        A file that is not an archive is refused first (``NotAnArchiveError``, naming ``expected``)."""
+        check_archive(archive, expected or "a zip or tar(.gz) archive")
         inside = f"{archive.parent.name}-" if pin_key is None else ""
         target = self.extract_dir / f"{self.dataset}-{inside}{_stem(archive)}"
         if pin_key is not None:
@@ -179,6 +197,12 @@ def link_petimages(sources: Sources, links: HardLinks) -> None:
         links.add_folder(_need_dir(pets / label, f"the {label} images of PetImages"), "train", label)
 
 
+KAGGLE_EXPECTED = "Kaggle's train.zip or dogs-vs-cats.zip, or the unzipped train/ folder"
+TINY_IMAGENET_EXPECTED = "tiny-imagenet-200.zip or its extracted folder"
+#: What each recipe's ``data.source.path`` should be (the recipes that take a local copy).
+LOCAL_EXPECTED = {"kaggle": KAGGLE_EXPECTED, "tiny_imagenet": TINY_IMAGENET_EXPECTED}
+
+
 def link_kaggle(
     sources: Sources, links: HardLinks, path: str | None = None, sha256: str | None = None
 ) -> None:
@@ -190,7 +214,7 @@ def link_kaggle(
     if given.is_dir():
         folder = given if any(given.glob("cat.*")) else _find(given, "train", "a train/ folder of cat.N.jpg")
     else:
-        tree = sources.local_tree(given, sha256, "data.source.sha256")
+        tree = sources.local_tree(given, sha256, "data.source.sha256", KAGGLE_EXPECTED)
         if not any(tree.glob("*/cat.*")) and any(tree.glob("train.zip")):  # Kaggle's dogs-vs-cats.zip
             tree = sources.local_tree(tree / "train.zip")
         folder = _find(tree, "train", "train/cat.0.jpg ... train/dog.12499.jpg, as in Kaggle's train.zip")
@@ -292,7 +316,11 @@ def link_tiny_imagenet(
         given = Path(path).expanduser()
         if not given.exists():
             raise FileNotFoundError(f"data.source.path={given} does not exist")
-        tree = given if given.is_dir() else sources.local_tree(given, sha256, "data.source.sha256")
+        tree = (
+            given
+            if given.is_dir()
+            else sources.local_tree(given, sha256, "data.source.sha256", TINY_IMAGENET_EXPECTED)
+        )
     else:
         tree = sources.tree("archive")
     top = _find(tree, "wnids.txt", TINY_IMAGENET_LAYOUT).parent
@@ -359,21 +387,112 @@ def prepare_dataset(
         raise ValueError(f"data.source.dataset={dataset!r} is not known; choose one of {', '.join(RECIPES)}")
     options = _plain(options)
     recipe = {"dataset": dataset, "options": {k: options.get(k) for k in LAYOUT_OPTIONS.get(dataset, ())}}
-    made = _already_there(root, recipe)
+    source = _source_of(files, options)
+    _check_local_source(root, dataset, options)
+    made = _already_there(root, recipe, source)
     if made is not None:
         return made
     # Two runs starting at once on one root (a sweep, two users): one prepares, the other waits, then finds
     # the marker.
     root.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(root.with_name(root.name + ".lock"), root):
-        made = _already_there(root, recipe)
+        made = _already_there(root, recipe, source, say_why=True)
         if made is not None:
             return made
-        return _prepare(root, recipe, files, download, extract, options)
+        return _prepare(root, recipe, files, download, extract, options, source)
 
 
-def _already_there(root: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
-    """What a prepared (or hand-made) ``root`` holds, None if it needs preparing; refuses a foreign root."""
+# ---------------------------------------------------------------------- what a root was prepared from
+
+
+def _local_source(path: str) -> dict[str, Any]:
+    """A local copy's identity: its resolved path, and for a file its size and modification time."""
+    given = expand_home(path).resolve()
+    if not given.is_file():
+        return {"path": str(given)}
+    status = given.stat()
+    return {"path": str(given), "bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _source_of(files: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the files come from this time: a local copy (``data.source.path``), else each download's URL
+    and sha256; None when neither is named (a run that names no path uses the root as prepared)."""
+    if options.get("path"):
+        return _local_source(str(options["path"]))
+    downloads = {
+        str(role): {"url": spec.get("url"), "sha256": spec.get("sha256")}
+        for role, spec in _plain(files or {}).items()
+        if isinstance(spec, Mapping) and spec.get("url")
+    }
+    return {"downloads": downloads} if downloads else None
+
+
+def _recorded_source(made: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The source ``prepared.json`` records; from a root prepared before it recorded one, the path alone."""
+    if made.get("source") is not None:
+        return dict(made["source"])
+    path = (made.get("sources") or {}).get("path")
+    return {"path": str(expand_home(path).resolve())} if path else None
+
+
+def _describe_source(source: Mapping[str, Any]) -> str:
+    if "path" in source:
+        size = f" ({source['bytes']:,} bytes)" if "bytes" in source else ""
+        return f"{source['path']}{size}"
+    return ", ".join(f"{spec['url']} (sha256 {spec['sha256']})" for spec in source["downloads"].values())
+
+
+def _source_change(made: Mapping[str, Any], source: Mapping[str, Any] | None) -> str | None:
+    """Why the root's files are not what ``source`` would give (one phrase), None if they are (or if this
+    run names no source, or the root's record cannot tell)."""
+    recorded = _recorded_source(made)
+    if source is None or recorded is None:
+        return None
+    if "path" in source:
+        if recorded.get("path") != source["path"]:
+            return f"it was prepared from {_describe_source(recorded)}, not {_describe_source(source)}"
+        identity = ("bytes", "mtime_ns")
+        if all(k in recorded and k in source for k in identity) and any(
+            recorded[k] != source[k] for k in identity
+        ):
+            return (
+                f"{source['path']} changed since it was prepared ({recorded['bytes']:,} bytes then, "
+                f"{source['bytes']:,} now, modified since)"
+            )
+        return None
+    then = recorded.get("downloads") or {}
+    for role, spec in source["downloads"].items():
+        old = then.get(role) or {}
+        if spec.get("sha256") and old.get("sha256") and spec["sha256"].lower() != old["sha256"].lower():
+            return (
+                f"it was prepared from {old.get('url')} (sha256 {old['sha256']}), not "
+                f"{spec.get('url')} (sha256 {spec['sha256']})"
+            )
+    return None
+
+
+def _check_local_source(root: Path, dataset: str, options: Mapping[str, Any]) -> None:
+    """Refuse a ``data.source.path`` file that is not an archive, before anything is touched: one line
+    naming it, what was expected and, if ``root`` is prepared, what it still holds."""
+    if not options.get("path") or dataset not in LOCAL_EXPECTED:
+        return
+    given = expand_home(str(options["path"]))
+    if not given.is_file():
+        return  # a folder, or missing: the recipe says what it expected
+    try:
+        check_archive(given, LOCAL_EXPECTED[dataset])
+    except ArchiveError as error:
+        marker = root / MARKER
+        recorded = _recorded_source(json.loads(marker.read_text())) if marker.is_file() else None
+        kept = f"; {root} keeps what {_describe_source(recorded)} gave" if recorded else ""
+        raise NotAnArchiveError(f"data.source.path={error}{kept}") from None
+
+
+def _already_there(
+    root: Path, recipe: dict[str, Any], source: dict[str, Any] | None = None, say_why: bool = False
+) -> dict[str, Any] | None:
+    """What a prepared (or hand-made) ``root`` holds, None if it needs preparing (or preparing again: its
+    source changed, said in one line when ``say_why``); refuses a foreign root."""
     dataset = recipe["dataset"]
     marker = root / MARKER
     if marker.is_file():
@@ -384,6 +503,11 @@ def _already_there(root: Path, recipe: dict[str, Any]) -> dict[str, Any] | None:
                 f"{recipe['dataset']} {recipe['options']}: set data.root to another folder, or delete {root} "
                 "to prepare it again"
             )
+        change = _source_change(made, source)
+        if change is not None:
+            if say_why:
+                print(f"{dataset}: {root} is out of date: {change}; preparing it again (replacing it)")
+            return None
         print(f"{dataset}: {root} is ready ({_describe(made['splits'])})")
         return made
     if any((root / split).is_dir() for split in SPLITS):
@@ -404,8 +528,10 @@ def _prepare(
     download: Mapping[str, Any] | None,
     extract: Mapping[str, Any] | None,
     options: dict[str, Any],
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Download, verify, extract and lay out into ``<root>.partial``, then rename it to ``root``."""
+    """Download, verify, extract and lay out into ``<root>.partial``, then rename it to ``root`` (a root
+    prepared from another source is replaced only then: it is whole until the new one is)."""
     dataset = recipe["dataset"]
     download, extract = _plain(download or {}), _plain(extract or {})
     data_dir = root.parent
@@ -436,11 +562,19 @@ def _prepare(
         sources_used = {role: spec.get("url") for role, spec in sources.files.items()}
         if options.get("path"):  # a local copy (kaggle's, tiny_imagenet's): nothing was downloaded
             sources_used = {"path": str(options["path"])}
-        made = {**recipe, "sources": sources_used, "splits": links.summary(), "copied": links.copied}
+        made = {**recipe, "sources": sources_used, "source": source}
+        made |= {"splits": links.summary(), "copied": links.copied}
         write_atomic(partial / MARKER, json.dumps(made, indent=1) + "\n")
-        if root.exists():  # an empty folder (anything else was refused above)
-            root.rmdir()
-        os.replace(partial, root)
+        if (root / MARKER).is_file():  # prepared from another source: swapped for the new layout
+            old = root.with_name(root.name + ".replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(root, old)
+            os.replace(partial, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if root.exists():  # an empty folder (anything else was refused above)
+                root.rmdir()
+            os.replace(partial, root)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -5,8 +5,12 @@ When a job of a sweep (``-m``) ends, in the job's own process (wherever the laun
 SLURM node), it writes ``job_result.json`` beside the job's files: the job's overrides, whether it completed
 and what it returned to the sweeper (``optimized_metric``). Then, and again when the sweep ends, it rebuilds
 the sweep's table from the job folders (``src/runs/sweeps.py``). Rebuilding after every job means that a
-sweep stopped by a failed job (Hydra's basic sweeper stops there, before ``on_multirun_end``) still leaves a
-summary of every job so far. Single runs are left alone.
+sweep stopped early (Ctrl-C, SIGTERM, a job killed) still leaves a summary of every job so far.
+
+A job that died or failed (``src/runs/sweeps.py``, ``run_job``: it returned ``None`` to the sweeper so that
+the sweep goes on) is recorded as ``died`` or ``failed`` with its one-line reason. When the sweep ends, if
+any job did not complete, the last line names them and the sweep exits with code 1 (not the number of
+failed jobs: 3, 130 and 143 already mean a dead run, Ctrl-C and SIGTERM). Single runs are left alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.runs.sweeps import DEFAULT_METRICS, JOB_RESULT, as_number, write_summary
+from src.runs.sweeps import (
+    DEFAULT_METRICS,
+    JOB_RESULT,
+    as_number,
+    failed_jobs,
+    find_jobs,
+    take_failure,
+    write_summary,
+)
 from src.utils.atomic import write_atomic
 from src.utils.console import say
 
@@ -62,12 +74,16 @@ class SweepSummary(Callback):
         job_dir = Path(str(config.hydra.runtime.output_dir))
         completed = job_return.status == JobStatus.COMPLETED
         error = job_return._return_value  # the exception of a failed job (return_value would raise it)
+        status, error = job_return.status.name, None if completed else f"{type(error).__name__}: {error}"
+        failure = take_failure()  # a job that died or failed, caught so that the sweep goes on
+        if failure is not None:
+            completed, status, error = False, failure["status"], failure["error"]
         result = {
             "job": int(config.hydra.job.num),
-            "status": job_return.status.name,
+            "status": status,
             "optimized_metric": OmegaConf.select(config, "optimized_metric", default=None),
             "returned": as_number(job_return.return_value) if completed else None,
-            "error": None if completed else f"{type(error).__name__}: {error}",
+            "error": error,
             "overrides": list(config.hydra.overrides.task),
         }
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -82,3 +98,12 @@ class SweepSummary(Callback):
         if sweep_dir.is_dir():
             csv_path, md_path = write_summary(sweep_dir, self.metrics, _direction(config))
             say(f"sweep summary: {csv_path} and {md_path.name}")
+            failed = failed_jobs(sweep_dir)
+            if failed:
+                jobs = ", ".join(f"{job['job']} ({job['status']})" for job in failed)
+                say(
+                    f"sweep: {len(failed)} of {len(find_jobs(sweep_dir))} jobs did not complete: {jobs}; "
+                    f"why: the error column of {md_path} (exit code 1)",
+                    error=True,
+                )
+                raise SystemExit(1)

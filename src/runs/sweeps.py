@@ -13,8 +13,16 @@ table after every job and when the sweep ends (``write_summary``): the job numbe
 override that differs between jobs, the value the job returned to the sweeper (``optimized_metric``), and
 the final logged metrics (the last ``val/acc``, ``val/acc_best``, ``test/acc`` and the number of validated
 epochs), read from the job's CSV log, else its W&B log (``wandb/*run-*/run-*.wandb``, also offline), else
-``checkpoints/last.ckpt``. A job that failed is listed with its error; a job killed before its end is
-listed as ``no result``.
+``checkpoints/last.ckpt``. A job killed before its end is listed as ``no result``.
+
+A job that dies or fails does not stop the sweep: ``src/train.py``'s ``main`` runs each job through
+``run_job``, which, under ``-m`` only, catches what would end a single run (a dead or diverged run's exit
+code 3, a checkpoint that cannot be written, bad data, any exception), records it and returns ``None`` to
+the sweeper, so that the next job runs. The summary lists such a job with the status ``died`` (the
+dead-run detector stopped it, exit code 3 in a single run) or ``failed`` (anything else) and the one-line
+reason in ``error``. Ctrl-C and SIGTERM (exit codes 130 and 143) still stop the whole sweep. When the sweep
+ends, ``SweepSummary`` exits with code 1 if any job did not complete, and its last line counts them (the
+codes 3, 130 and 143 keep their single-run meanings; the table says which job ended how).
 
 W&B names and groups a sweep's jobs itself: ``src/loggers/wandb_run.py``.
 """
@@ -28,23 +36,32 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
 from src.runs.folders import HYDRA_SUBDIR, last_checkpoint
 from src.runs.overrides import override_key, override_value
 from src.utils.atomic import write_atomic
+from src.utils.console import say
 
 __all__ = [
+    "DIED",
+    "FAILED",
     "JOB_RESULT",
     "as_number",
+    "failed_jobs",
     "find_jobs",
     "job_metrics",
     "read_job",
+    "run_job",
     "summarise_sweep",
+    "take_failure",
     "write_summary",
 ]
 
@@ -57,6 +74,87 @@ SUMMARY_MD = "summary.md"
 DEFAULT_METRICS = ("val/acc", "val/acc_best", "test/acc")
 #: Logged once per validation: the job's ``epochs`` column counts its values.
 EPOCH_METRIC = "val/acc"
+#: The status of a job the dead-run detector stopped (exit code 3 in a single run), and of any other job
+#: that ended early (an exception, a checkpoint not written, bad data: ``SystemExit`` with another code).
+DIED, FAILED = "died", "failed"
+COMPLETED = "COMPLETED"  # Hydra's JobStatus.COMPLETED.name
+#: Exit codes that stop the whole sweep, as they stop a single run: Ctrl-C (130) and SIGTERM (143).
+STOP_SWEEP_CODES = (130, 143)
+DIED_EXIT_CODE = 3  # src/callbacks/training_health.py (not imported: it pulls in Lightning)
+
+T = TypeVar("T")
+
+# --- running a job of a sweep -------------------------------------------------------------------------------
+
+_failure: dict[str, str] | None = None  # how the job that just ran in this process ended, if it failed
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_job(job: Callable[[], T]) -> T | None:
+    """``job()``; under a multirun (``-m``), a job that ends early is recorded for the sweep's summary
+    (``take_failure``) and ``None`` is returned, so that the sweeper runs the next job.
+
+    Ends early: ``SystemExit`` (a dead run's code 3, with its ``reason``; a failed checkpoint write; a
+    data error's message) or any ``Exception`` (its traceback is printed). Ctrl-C and SIGTERM (``SystemExit``
+    130 or 143, ``KeyboardInterrupt``) are not caught: they stop the sweep. Outside a multirun, ``job()``
+    as it is: a single run exits as it always did.
+    """
+    global _failure
+    if not _in_multirun():
+        return job()
+    _failure = None
+    try:
+        return job()
+    except SystemExit as stop:
+        if stop.code in STOP_SWEEP_CODES:
+            raise
+        reason = getattr(stop, "reason", None)  # an ErrorExit has printed it already
+        if reason is None:
+            reason = stop.code if isinstance(stop.code, str) else f"exit code {stop.code}"
+            say(reason if isinstance(stop.code, str) else f"error: {reason}", error=True)
+        reason = _one_line(reason).removeprefix("error: ")
+        status = DIED if stop.code == DIED_EXIT_CODE else FAILED
+    except Exception as error:
+        traceback.print_exc()
+        status, reason = FAILED, _one_line(f"{type(error).__name__}: {error}")
+        _finish_wandb()
+    _failure = {"status": status, "error": reason}
+    say(f"sweep: job {_job_number()} {status}; the sweep goes on (the summary says why)", error=True)
+    return None
+
+
+def _job_number() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().job.get("num", "?"))
+
+
+def _finish_wandb() -> None:
+    """A W&B run the failed job left open is ended (failed), so that the next job starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.finish(exit_code=1)
+        except Exception as error:  # never let this hide the job's own failure
+            log.warning(f"could not finish the failed job's W&B run: {error}")
+
+
+def take_failure() -> dict[str, str] | None:
+    """How the job that just ran in this process ended early (``status``, ``error``), None if it did not;
+    forgotten once taken (``SweepSummary.on_job_end`` takes it)."""
+    global _failure
+    failure, _failure = _failure, None
+    return failure
 
 
 # --- reading the job folders --------------------------------------------------------------------------------
@@ -195,6 +293,18 @@ def read_job(job_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_M
     return row
 
 
+def failed_jobs(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The jobs of a sweep that did not complete (died, failed, or ended with no result), with their
+    ``job``, ``status`` and ``error``: read from the job folders alone, without their metrics."""
+    failed = []
+    for job_dir in find_jobs(sweep_dir):
+        result_file = job_dir / JOB_RESULT
+        row = json.loads(result_file.read_text()) if result_file.is_file() else {"status": "no result"}
+        if row.get("status") != COMPLETED:
+            failed.append({"job": _job_key(job_dir)[0], "status": row["status"], "error": row.get("error")})
+    return failed
+
+
 def summarise_sweep(
     sweep_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_METRICS
 ) -> tuple[list[str], list[dict[str, Any]]]:
@@ -266,8 +376,11 @@ def write_summary(
     sign = -1 if direction == "minimize" else 1
     best = max(done, key=lambda r: sign * r["returned"], default=None)
     metric = next((r["optimized_metric"] for r in rows if r.get("optimized_metric")), None)
+    completed = sum(r["status"] == COMPLETED for r in rows)
+    ended = Counter(r["status"] for r in rows if r["status"] != COMPLETED)
+    not_completed = "".join(f", {n} {status}" for status, n in ended.items())
     note = (
-        f"{len(rows)} jobs, {sum(r['status'] == 'COMPLETED' for r in rows)} completed. "
+        f"{len(rows)} jobs, {completed} completed{not_completed} (`error`: why a job ended early). "
         f"`returned`: what each job returned to the sweeper ({metric or 'optimized_metric'}); "
         f"the metric columns: the last value each job logged."
     )

@@ -1,4 +1,8 @@
-"""Ending a run on a known error with one message and an exit code, not a traceback."""
+"""Ending a run on a known error with one message and an exit code, not a traceback.
+
+The ``SystemExit`` raised is an ``ErrorExit``: it carries the message as ``reason``, so that a sweep
+(``src/runs/sweeps.py``, ``run_job``) can record why a job ended in the sweep's summary and go on.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ from src.utils.console import say
 E = TypeVar("E", bound=BaseException)
 
 
+class ErrorExit(SystemExit):
+    """``SystemExit(code)`` that also says why: ``reason``, the one line printed (without ``error: ``)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code)
+        self.reason = reason
+
+
 @contextmanager
 def exit_on_error(
     error: type[E],
@@ -21,11 +33,12 @@ def exit_on_error(
 ) -> Iterator[None]:
     """After ``error`` in the block: rank 0 prints ``error: <describe(it)>`` to stderr, ``close(exit_code)``
     (the loggers), and the process exits with ``exit_code``. ``trainer``: what says which rank this is
-    (its ``is_global_zero``)."""
+    (its ``is_global_zero``). The exit is an ``ErrorExit`` whose ``reason`` is that line."""
     try:
         yield
     except error as caught:
+        reason = describe(caught)
         if trainer.is_global_zero:
-            say(f"error: {describe(caught)}", error=True)
+            say(f"error: {reason}", error=True)
         close(exit_code)
-        raise SystemExit(exit_code) from None
+        raise ErrorExit(exit_code, reason) from None
