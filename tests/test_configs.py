@@ -17,7 +17,7 @@ from src.loggers.build import build_loggers
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import caffe_arrays, read_caffe_weights, write_caffe_weights
 from src.runs.overrides import command_line
-from src.train import build_callbacks, build_module
+from src.train import build_callbacks, build_module, build_trainer
 from tests.conftest import CONF, compose_train
 
 
@@ -63,10 +63,7 @@ def test_config_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     optimizers = module.configure_optimizers()
     assert isinstance(optimizers["optimizer"], torch.optim.SGD)
     callbacks = build_callbacks(cfg)
-    trainer_cfg = {k: v for k, v in cfg.trainer.items() if k not in ("accelerator", "devices")}
-    trainer = hydra.utils.instantiate(
-        trainer_cfg, accelerator="cpu", devices=1, callbacks=callbacks, logger=False
-    )
+    trainer, _ = build_trainer(cfg.trainer, accelerator="cpu", devices=1, callbacks=callbacks, logger=False)
     assert isinstance(trainer, L.Trainer)
     loggers = build_loggers(cfg)
     assert all(isinstance(lg, L.pytorch.loggers.Logger) for lg in loggers)
@@ -161,3 +158,14 @@ def test_validation_uses_the_centre_view_and_the_test_ten_by_default(tmp_path: P
     assert (cfg.data.val_views, cfg.data.test_views) == ("centre", "ten")
     paper = compose_train(["experiment=paper"], tmp_path)
     assert (paper.data.val_views, paper.data.test_views) == ("ten", "ten")
+
+
+def test_a_recipes_download_url_overrides_as_the_readme_spells_it(tmp_path: Path) -> None:
+    """data.source.files.<name>.url=... for every recipe (imagenette's file is picked by size, and its keys
+    still override one by one)."""
+    url = "http://127.0.0.1:9/imagenette.tgz"
+    cfg = compose_train(["data=imagenette", f"data.source.files.archive.url={url}"], tmp_path)
+    archive = cfg.data.source.files.archive
+    assert archive.url == url and archive.md5 == cfg.data.source.sizes.px320.md5
+    small = compose_train(["data=imagenette", "data.source.size=px160"], tmp_path).data.source
+    assert small.files.archive.url == small.sizes.px160.url
