@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -76,24 +78,34 @@ def build_module(cfg: DictConfig) -> TowerClassifier:
     )
 
 
-def fetch_data(datamodule: ImageDataModule, cfg: DictConfig, new_run: bool) -> None:
+def fetch_data(datamodule: ImageDataModule, cfg: DictConfig) -> None:
     """The data's files, fetched and checked before anything else starts: a missing folder, a host that does
     not resolve or a file that fails its checksum ends the run with its one-line message (``SystemExit``),
-    not a traceback after W&B started, and a new run's folder, still empty, is removed so that
-    ``ckpt_path=last`` does not find it."""
+    not a traceback after W&B started."""
     splits = ("train",) if cfg.train else ()
     try:
         datamodule.fetch_files(splits)
     except (FileNotFoundError, NotADirectoryError, DownloadError, ChecksumError, ArchiveError) as error:
-        if new_run:
-            discard_unstarted_run(Path(cfg.paths.output_dir))
-        else:
-            drop_pending_config(cfg.paths.output_dir)  # a refused resume leaves the run as it was
         raise SystemExit(f"error: {error}") from None
     if cfg.test and not datamodule.has_test_split:
         say(
             f"no test split at {datamodule.root / 'test'}: the run will not be tested (test=false hides this)"
         )
+
+
+@contextmanager
+def leave_no_trace_on_failure(output_dir: Path, new_run: bool) -> Iterator[None]:
+    """Whatever stops a run while it is set up (before any logger starts) leaves nothing behind: a new run's
+    folder, still holding only Hydra's files, is removed, and a resume's pending configuration dropped, so
+    that ``ckpt_path=last`` means what it meant before."""
+    try:
+        yield
+    except BaseException:
+        if new_run:
+            discard_unstarted_run(output_dir)
+        else:
+            drop_pending_config(output_dir)  # a refused resume leaves the run as it was
+        raise
 
 
 def build_trainer(trainer_cfg: DictConfig, **arguments: Any) -> tuple[L.Trainer, str | None]:
@@ -119,11 +131,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     if global_rank() == 0:
         say(folders_line(cfg))  # data, cache, outputs: where this run reads and writes
-    ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
-    datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
-    module = build_module(cfg)
-    check_crop_size(module.net, datamodule.crop_size)  # settings that cannot work: before any data is read
-    fetch_data(datamodule, cfg, new_run=ckpt_path is None)  # bad paths and hosts: before any logger starts
+    with leave_no_trace_on_failure(output_dir, new_run=cfg.get("ckpt_path") is None):
+        ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
+        datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
+        module = build_module(cfg)
+        check_crop_size(
+            module.net, datamodule.crop_size
+        )  # settings that cannot work: before any data is read
+        fetch_data(datamodule, cfg)  # bad paths and hosts: before any logger starts
     loggers = build_loggers(cfg)
     # a resume's config, once it trains; one line per epoch in the console and train.log
     callbacks = [*build_callbacks(cfg), CommitRunConfig(output_dir), EpochLine()]

@@ -124,3 +124,5 @@ def test_settings_that_cannot_work_stop_before_any_data_is_read(
     result = run_train(tmp_path, setting)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
     assert not (tmp_path / "synthetic").exists()  # the data was not even generated
+    runs = tmp_path / "outputs" / "train" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nor a run folder that ckpt_path=last would find
