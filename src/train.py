@@ -46,8 +46,8 @@ from src.loggers.wandb_run import report_offline_runs  # noqa: E402
 from src.models.classifier import TowerClassifier  # noqa: E402
 from src.models.input_size import check_crop_size  # noqa: E402
 from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails  # noqa: E402
-from src.runs.folders import discard_unstarted_run, global_rank, hold_run_folder, run_dir_argument  # noqa: E402
-from src.runs.overrides import command_line  # noqa: E402
+from src.runs.folders import discard_unstarted_run, global_rank, hold_run_folder  # noqa: E402
+from src.runs.overrides import command_line, run_dir_argument  # noqa: E402
 from src.runs.paths import folders_line  # noqa: E402
 from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
 from src.runs.sweeps import run_job  # noqa: E402

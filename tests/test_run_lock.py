@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from src.runs.folders import RUN_LOCK, hold_run_folder, run_dir_argument
+from src.runs.folders import RUN_LOCK, hold_run_folder
+from src.runs.overrides import run_dir_argument
 from tests.conftest import ROOT
 
 HOLDER = """

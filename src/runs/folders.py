@@ -83,19 +83,6 @@ def global_rank(environ: Any = os.environ) -> int:
     return 0
 
 
-def run_dir_argument(argv: list[str]) -> Path | None:
-    """The run folder a command line names (its last ``hydra.run.dir=``), or None: none given, a multirun
-    (``-m``), or a value Hydra still has to resolve (``${now:...}``: a new folder each time)."""
-    from src.runs.overrides import last_value
-
-    if any(arg in ("-m", "--multirun") for arg in argv):
-        return None
-    value = last_value(argv, "hydra.run.dir")
-    if not value or "${" in value:
-        return None
-    return Path(value).expanduser().absolute()
-
-
 @contextmanager
 def hold_run_folder(run: str | os.PathLike[str] | None) -> Iterator[None]:
     """Hold ``<run>/.run.lock`` (an exclusive ``flock``, the file holding this process's id) while the body

@@ -98,3 +98,14 @@ def command_line(argv: list[str]) -> list[str]:
     inherited ``PROJECT_ROOT`` that is not this repository's root (``check_inherited_root``)."""
     check_inherited_root()
     return [arg if arg.startswith("-") else respell(arg) for arg in expand_home_in_overrides(argv)]
+
+
+def run_dir_argument(argv: list[str]) -> Path | None:
+    """The run folder a command line names (its last ``hydra.run.dir=``), or None: none given, a multirun
+    (``-m``), or a value Hydra still has to resolve (``${now:...}``: a new folder each time)."""
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        return None
+    value = last_value(argv, "hydra.run.dir")
+    if not value or "${" in value:
+        return None
+    return Path(value).expanduser().absolute()
