@@ -64,7 +64,7 @@ def test_one_epoch_writes_checkpoints_and_wandb_offline_files(tmp_path: Path, tr
     assert list(wandb_run.glob("run-*.wandb")), "no W&B record log"
     assert "logging offline" in result.stdout and f"wandb sync {wandb_run}" in result.stdout
     config = read_config(wait_until_finished(wandb_run))  # the full resolved Hydra config
-    assert config["model"]["conv_widths"] == [96, 256, 384, 384, 256]
+    assert config["model"]["layers"] == "paper" and config["model"]["conv_widths"] is None  # the table's
     assert config["optimized_metric"] == "val/acc_best" and config["data"]["root"].endswith("synthetic")
     assert (out / ".hydra" / "config.yaml").is_file()
 
