@@ -9,8 +9,9 @@ sweep stopped early (Ctrl-C, SIGTERM, a job killed) still leaves a summary of ev
 
 A job that died or failed (``src/runs/sweeps.py``, ``run_job``: it returned ``None`` to the sweeper so that
 the sweep goes on) is recorded as ``died`` or ``failed`` with its one-line reason. When the sweep ends, if
-any job did not complete, the last line names them and the sweep exits with code 1 (not the number of
-failed jobs: 3, 130 and 143 already mean a dead run, Ctrl-C and SIGTERM). Single runs are left alone.
+any job did not complete, the last line names them and the sweep's exit code says how many: 100 plus their
+number (101: one job, up to 127), apart from 1 (an error), 3 (a dead single run), 130 and 143 (Ctrl-C,
+SIGTERM). Single runs are left alone.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def _direction(config: DictConfig) -> str:
         return str(getattr(direction, "name", direction))
     metric = str(OmegaConf.select(config, "optimized_metric", default="") or "")
     return "minimize" if "loss" in metric else "maximize"
+
+
+FAILED_JOBS_EXIT_BASE = 100  # a sweep with n jobs that did not complete exits with 100 + n (at most 127)
+
+
+def sweep_exit_code(failed: int) -> int:
+    """The exit code of a sweep in which ``failed`` jobs did not complete (module docstring)."""
+    return FAILED_JOBS_EXIT_BASE + min(failed, 27)
 
 
 class SweepSummary(Callback):
@@ -103,7 +112,7 @@ class SweepSummary(Callback):
                 jobs = ", ".join(f"{job['job']} ({job['status']})" for job in failed)
                 say(
                     f"sweep: {len(failed)} of {len(find_jobs(sweep_dir))} jobs did not complete: {jobs}; "
-                    f"why: the error column of {md_path} (exit code 1)",
+                    f"why: the error column of {md_path} (exit code {sweep_exit_code(len(failed))})",
                     error=True,
                 )
-                raise SystemExit(1)
+                raise SystemExit(sweep_exit_code(len(failed)))

@@ -21,8 +21,8 @@ code 3, a checkpoint that cannot be written, bad data, any exception), records i
 the sweeper, so that the next job runs. The summary lists such a job with the status ``died`` (the
 dead-run detector stopped it, exit code 3 in a single run) or ``failed`` (anything else) and the one-line
 reason in ``error``. Ctrl-C and SIGTERM (exit codes 130 and 143) still stop the whole sweep. When the sweep
-ends, ``SweepSummary`` exits with code 1 if any job did not complete, and its last line counts them (the
-codes 3, 130 and 143 keep their single-run meanings; the table says which job ended how).
+ends, ``SweepSummary`` exits with 100 plus the number of jobs that did not complete, and its last line names
+them (the codes 1, 3, 130 and 143 keep their single-run meanings; the table says which job ended how).
 
 W&B names and groups a sweep's jobs itself: ``src/loggers/wandb_run.py``.
 """
