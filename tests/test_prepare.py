@@ -328,7 +328,8 @@ def test_the_configs_pin_real_urls_and_well_formed_hashes() -> None:
     for name in ("petimages", "oxford_pets", "imagenette"):
         source = yaml.safe_load((CONF / "data" / f"{name}.yaml").read_text())["source"]
         entries += [*source.get("files", {}).values(), *source.get("sizes", {}).values()]
-    entries = [e for e in entries if isinstance(e, dict)]  # imagenette's files.archive is an interpolation
+    # imagenette's files.archive interpolates its chosen size's entry, key by key: the sizes are checked
+    entries = [e for e in entries if isinstance(e, dict) and not str(e["url"]).startswith("${")]
     assert len(entries) == 6
     for entry in entries:
         assert entry["url"].startswith("https://") and "127.0.0.1" not in entry["url"]
