@@ -40,7 +40,6 @@ if str(PROJECT_ROOT) not in sys.path:  # `python src/eval.py` puts src/, not the
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -54,7 +53,7 @@ from src.models.caffe_weights import (  # noqa: E402
 from src.models.classifier import TowerClassifier, network_from_checkpoint  # noqa: E402
 from src.runs.folders import HYDRA_SUBDIR, RUNS_DIR, run_dir_of  # noqa: E402
 from src.runs.overrides import command_line, override_key  # noqa: E402
-from src.runs.resume import checkpoint_named  # noqa: E402
+from src.runs.resume import checkpoint_named, read_checkpoint  # noqa: E402
 from src.utils.console import quiet_lightning  # noqa: E402
 from src.utils.paths import expand_home  # noqa: E402
 from src.utils.precision_check import choose_precision  # noqa: E402
@@ -137,26 +136,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             print(f"{key} = {value:.4f}")
     finish(loggers)
     return results
-
-
-def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
-    """The checkpoint's dict; ``SystemExit`` with one line naming the file if it cannot be read (a truncated
-    copy, a file that is no checkpoint)."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as error:
-        raise SystemExit(
-            f"ckpt_path: {checkpoint} cannot be read ({type(error).__name__}: {first_sentence(error)}); it "
-            "is damaged or not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
-        ) from None
-    if not isinstance(saved, dict):
-        raise SystemExit(f"ckpt_path: {checkpoint} is not a checkpoint of src/train.py (no dict inside)")
-    return saved
-
-
-def first_sentence(error: Exception) -> str:
-    """The first sentence of an error's message (torch's unreadable-archive error runs to five)."""
-    return str(error).split(". ")[0].rstrip(".")
 
 
 def check_split(datamodule: ImageDataModule, split: str) -> None:

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from src.utils.locks import is_the_file_at
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no lock
@@ -115,7 +117,7 @@ def hold_run_folder(run: str | os.PathLike[str] | None) -> Iterator[None]:
                 f"error: {run} is being written by another run (process {holder}, holding {lock}): nothing "
                 "was written; wait for it to end, or write to another folder (hydra.run.dir=<new folder>)"
             ) from None
-        if _same_file(handle.fileno(), lock):
+        if is_the_file_at(handle.fileno(), lock):
             break
         handle.close()  # its holder deleted it as it let go: lock the path again
     try:
@@ -132,16 +134,6 @@ def hold_run_folder(run: str | os.PathLike[str] | None) -> Iterator[None]:
         handle.close()
         if created and run.is_dir() and not any(run.iterdir()):
             run.rmdir()
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether the open file ``fd`` is the file now at ``path``."""
-    try:
-        here = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
 
 
 def latest_run(runs_dir: Path) -> Path | None:

@@ -177,22 +177,14 @@ def checkpoint_file(ckpt_path: str) -> Path:
 def network_mismatch(checkpoint: Path, model: dict[str, Any]) -> list[str]:
     """``key=value here, value in the checkpoint`` for each weight-shaping setting that differs between the
     composed ``model`` config and ``checkpoint``'s network; ``[]`` if none (or the checkpoint has none)."""
-    import torch
-
-    try:  # mmap: only the small pickled part is read, not the tensors (455 MB for the paper's net)
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as error:
-        raise SystemExit(
-            f"ckpt_path: {checkpoint} cannot be read ({type(error).__name__}: {error}); it is damaged or "
-            "not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
-        ) from None
-    if isinstance(saved, dict) and "state_dict" in saved and "optimizer_states" not in saved:
+    saved = read_checkpoint(checkpoint)
+    if "state_dict" in saved and "optimizer_states" not in saved:
         raise SystemExit(
             f"ckpt_path: {checkpoint} holds the weights only (the best epoch's checkpoint is saved so), "
             f"not the optimiser's state a resume needs: resume from {CHECKPOINT_DIR}/{LAST_CHECKPOINT} of "
             "its run (ckpt_path=<run dir>), or evaluate it with src/eval.py"
         )
-    saved = saved.get("net_config") or {} if isinstance(saved, dict) else {}
+    saved = saved.get("net_config") or {}
     model = _with_table_widths(model)
     differ = []
     for key, name in SHAPE_KEYS.items():
@@ -420,3 +412,25 @@ def drop_pending_config(output_dir: str | Path) -> None:
     pending = Path(output_dir) / PENDING_SUBDIR
     if pending.is_dir():
         shutil.rmtree(pending, ignore_errors=True)
+
+
+def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """The checkpoint's dict; ``SystemExit`` with one line naming the file if it cannot be read (a truncated
+    copy, a file that is no checkpoint)."""
+    import torch
+
+    try:  # mmap: only the small pickled part is read, not the tensors (455 MB for the paper's net)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:
+        raise SystemExit(
+            f"ckpt_path: {checkpoint} cannot be read ({type(error).__name__}: {first_sentence(error)}); it "
+            "is damaged or not a checkpoint: name another one (epoch_NNN.ckpt beside it, say)"
+        ) from None
+    if not isinstance(saved, dict):
+        raise SystemExit(f"ckpt_path: {checkpoint} is not a checkpoint of src/train.py (no dict inside)")
+    return saved
+
+
+def first_sentence(error: Exception) -> str:
+    """The first sentence of an error's message (torch's unreadable-archive error runs to five)."""
+    return str(error).split(". ")[0].rstrip(".")

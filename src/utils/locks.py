@@ -40,7 +40,7 @@ def exclusive(lock_path: Path, building: Path | str) -> Iterator[None]:
                     say(f"waiting for another process building {building} ...")
                     waited = True
                 fcntl.flock(handle, fcntl.LOCK_EX)
-            if not _is_the_file_at(handle.fileno(), lock_path):  # its holder deleted it: lock the path again
+            if not is_the_file_at(handle.fileno(), lock_path):  # its holder deleted it: lock the path again
                 continue
             try:
                 yield
@@ -50,7 +50,7 @@ def exclusive(lock_path: Path, building: Path | str) -> Iterator[None]:
             return
 
 
-def _is_the_file_at(fd: int, path: Path) -> bool:
+def is_the_file_at(fd: int, path: Path) -> bool:
     """Whether the open file ``fd`` is the file now at ``path``."""
     try:
         here = os.stat(path)
