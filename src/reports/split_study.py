@@ -1,12 +1,19 @@
-"""The split study's numbers that need no trained run: the fresh-net bands of docs/split-study.md.
+"""The split study's numbers of docs/split-study.md: the fresh-net bands, and the main runs' length.
 
     python -m src.reports.split_study bands --out docs/split-study/fresh_bands.csv [--seeds 200]
+    python -m src.reports.split_study length docs/split-study/runs/pilot_t2_s0 --epoch-minutes T
 
 For each arm's tower count (1: the control, 2: arms A and B, 4: arm E) and each measure (the colour split,
 the frequency split and, for one tower, Distill's singular-vector separation: ``src/analysis/branches.py``),
 the mean, standard deviation, 99th percentile and maximum over untrained 64-pixel nets, seeds 0..seeds-1.
 The decision rule compares each trained run's final value with its arm's 99th percentile. Writes only where
 ``--out`` says.
+
+``length`` applies the rule "Length (fixed by the pilot, by this rule)" to an archived pilot run
+(``src/reports/run_archive.py``): the split and the learning measure of every epoch, recomputed from the conv1
+weights the archive keeps (not the logged values: the pilot logged an older learning measure), the first epoch
+at which both have settled, and the budget's cap for the pilot's quiet epoch time ``T``. It prints; it writes
+nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from src.analysis.branches import fresh_bands
+from src.analysis.colour import stats_for_model_kernels
+from src.analysis.smoothness import low_frequency_share
 from src.utils.atomic import write_atomic
 
 LAYERS = "small64"
@@ -58,17 +68,90 @@ def write_bands(path: Path, seeds: int) -> list[dict[str, object]]:
     return rows
 
 
+#: The length rule's numbers (docs/split-study.md, "Length"): the first epoch considered, its step, the window
+#: over which both measures must have settled, and how much each may vary (max - min) within it.
+FIRST_EPOCH = 10
+EPOCH_STEP = 5
+WINDOW = 5
+SETTLED = {"split": 0.05, "learning": 0.01}
+#: Hours of the budget left for arms A and C, and their runs (3 seeds each).
+MAIN_HOURS = 22.0
+MAIN_RUNS = 6
+
+
+def epoch_measures(archive: Path, towers: int = 2) -> list[dict[str, float]]:
+    """Per archived epoch (0 = the initial weights): the split and the learning measure of conv1."""
+    weights = np.load(archive / "weights.npz")
+    epochs = sorted(int(key.rsplit("_", 1)[1]) for key in weights.files if key.startswith("conv1_epoch_"))
+    rows = []
+    for epoch in epochs:
+        conv1 = torch.from_numpy(weights[f"conv1_epoch_{epoch:03d}"])
+        rows.append(
+            {
+                "epoch": epoch,
+                "split": stats_for_model_kernels(list(conv1.chunk(towers))).split,
+                "learning": float(low_frequency_share(conv1).mean()),
+            }
+        )
+    return rows
+
+
+def settled_epoch(rows: Sequence[dict[str, float]]) -> int | None:
+    """The first epoch ``e >= FIRST_EPOCH``, a multiple of ``EPOCH_STEP``, at which each measure varied by
+    less than its ``SETTLED`` amount over epochs ``e - WINDOW .. e``; None if no archived epoch qualifies."""
+    by_epoch = {int(row["epoch"]): row for row in rows}
+    for epoch in sorted(by_epoch):
+        if epoch < FIRST_EPOCH or epoch % EPOCH_STEP:
+            continue
+        window = [by_epoch.get(e) for e in range(epoch - WINDOW, epoch + 1)]
+        if any(row is None for row in window):
+            continue
+        if all(
+            max(row[m] for row in window) - min(row[m] for row in window) < limit  # type: ignore[index]
+            for m, limit in SETTLED.items()
+        ):
+            return epoch
+    return None
+
+
+def budget_epochs(epoch_minutes: float) -> int:
+    """``floor(MAIN_HOURS / (MAIN_RUNS * t))`` epochs, ``t`` the pilot's quiet epoch time in hours."""
+    return int(MAIN_HOURS * 60 // (MAIN_RUNS * epoch_minutes))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     bands = commands.add_parser("bands", help="the fresh-net bands, as a CSV")
     bands.add_argument("--out", type=Path, required=True, help="the CSV to write")
     bands.add_argument("--seeds", type=int, default=200, help="untrained nets per tower count (default 200)")
+    length = commands.add_parser("length", help="the main runs' length L, from the archived pilot")
+    length.add_argument("archive", type=Path, help="the pilot's archive folder (holding weights.npz)")
+    length.add_argument(
+        "--epoch-minutes", type=float, required=True, help="t: the pilot's median quiet epoch time, minutes"
+    )
     args = parser.parse_args(argv)
-    rows = write_bands(args.out, args.seeds)
-    for row in rows:
-        print(", ".join(f"{key} {row[key]}" for key in BAND_COLUMNS))
-    print(f"wrote {args.out}")
+    if args.command == "bands":
+        rows = write_bands(args.out, args.seeds)
+        for row in rows:
+            print(", ".join(f"{key} {row[key]}" for key in BAND_COLUMNS))
+        print(f"wrote {args.out}")
+        return
+    measures = epoch_measures(args.archive)
+    for row in measures:
+        print(f"epoch {row['epoch']:3d}  split {row['split']:.3f}  learning measure {row['learning']:.4f}")
+    settled = settled_epoch(measures)
+    cap = budget_epochs(args.epoch_minutes)
+    last = int(measures[-1]["epoch"])
+    when = f"epoch {settled}" if settled is not None else f"not yet (last epoch {last})"
+    rule = f"floor({MAIN_HOURS:g} h / ({MAIN_RUNS} x {args.epoch_minutes:g} min))"
+    print(f"settled: {when}; budget: {rule} = {cap} epochs")
+    if settled is not None:
+        print(f"L = {min(settled, cap)}")
+    elif last >= cap:
+        print(f"L = {cap} (the budget binds before the measures settle)")
+    else:
+        print("L not fixed yet: the pilot has not settled and has not reached the budget's cap")
 
 
 if __name__ == "__main__":
