@@ -28,7 +28,7 @@ demo: $(STAMP)  ## train the two-tower net on the built-in synthetic dataset (CP
 train: $(STAMP)  ## python src/train.py with ARGS, e.g. make train ARGS="model=four_tower trainer.max_epochs=3"
 	$(BIN)/python src/train.py $(ARGS)
 
-# The Figure 3 sweep (README, "The experiment"): towers x seeds, one run each; report: python -m src.analysis.figure3_report
+# The Figure 3 sweep (docs/figure3-experiment.md): towers x seeds, one run each; report: python -m src.reports.figure3_report
 TOWERS ?= 1,2
 SEEDS ?= 0,1,2
 DATA ?= data=imagenette
@@ -36,20 +36,20 @@ figure3: $(STAMP)  ## the Figure 3 sweep, e.g. make figure3 DATA="data=folders d
 	$(BIN)/python src/train.py -m experiment=figure3 model.towers=$(TOWERS) seed=$(SEEDS) $(DATA) $(ARGS)
 
 test: $(STAMP)  ## lint and format check, then the test suite in random order (about 10 minutes on 2 cores) without the long runs
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
 
 test-long: $(STAMP)  ## the 16 long end-to-end runs that make test leaves out (about 8 minutes; CI runs both)
 	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 format: $(STAMP)  ## ruff format and fix
-	$(BIN)/ruff check --fix src tests bench scripts
-	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
 
 clean:  ## remove outputs and caches (not data/, not the venv)
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache

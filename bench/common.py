@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from src.runs.paths import CONF_DIR
 
 
 @dataclass
@@ -50,7 +50,7 @@ class BenchNet:
     def data_config(self, key: str) -> int:
         """``key`` of ``conf/data/<data>.yaml``, or of ``base.yaml`` (every recipe's defaults) when unset."""
         for name in (self.data, "base"):
-            value = (yaml.safe_load((ROOT / "conf" / "data" / f"{name}.yaml").read_text()) or {}).get(key)
+            value = (yaml.safe_load((CONF_DIR / "data" / f"{name}.yaml").read_text()) or {}).get(key)
             if value is not None:
                 return int(value)
         raise KeyError(f"conf/data/{self.data}.yaml and base.yaml set no {key}")
@@ -78,8 +78,7 @@ NETS = {
         "tiny_imagenet",
         num_classes=200,
         datasets=("tiny_imagenet",),
-        # A step is about 10x quicker than the paper net's: 16 timed batches of 128 take about as long as the
-        # paper net's 4, the step alone's 8 steps as its 2.
+        # A step is many times quicker than the paper net's (docs/benchmarks.md), so more batches are timed.
         epoch={"timed_batches": 16, "step_repeats": 8, "val_timed_batches": {"centre": 4, "ten": 2}},
     ),
 }
@@ -88,7 +87,8 @@ NETS = {
 def net_for_data(root: Path) -> str:
     """The member a data folder is for: the one whose ``datasets`` name the dataset of the folder's
     ``prepared.json`` (``src/datasets/recipes.py`` writes it), else the paper's net. Running the paper's net
-    on Tiny ImageNet would build a 256-pixel cache of 100,000 64-pixel photographs (6.5 GB) by mistake."""
+    on Tiny ImageNet would build a 256-pixel cache of 100,000 64-pixel photographs (about 20 GB: 256 x 256 x 3
+    bytes each) by mistake."""
     try:
         dataset = json.loads((root / "prepared.json").read_text()).get("dataset")
     except (OSError, ValueError):

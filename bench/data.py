@@ -3,14 +3,14 @@
 Targets (issue #7): the cache of 25,000 photos of 500x375 (the Kaggle Dogs vs Cats size) builds in under a
 minute on 2 cores; the loader delivers uint8 batches at least 20 times as fast as the fp32 step consumes them.
 
-The 500x375 photos are generated (smooth colour fields, hard-edged shapes, pixel noise; JPEG quality 90, about
-42 KB each, more than the ~25 KB of a typical Dogs vs Cats photo, so their entropy decoding costs a little
-more). Every file is distinct (its own seed): a build that decoded copies of a few files would measure the
-same work, but this way nothing can be shared between files. Generating 25,000 takes a minute or two on 2
-cores, so they are kept under ``$XDG_CACHE_HOME/alexnet-towers/bench`` (default ``~/.cache``; about 1 GB), in
-a folder named after the generator's parameters, and reused by later runs; delete the folder to reclaim the
-space. A run right after generating reads them from the page cache, a later one maybe from disk: a real
-build does either. ``--quick`` builds 2,000 of them and projects the 25,000 figure.
+The 500x375 photos are generated (smooth colour fields, hard-edged shapes, pixel noise; JPEG quality 90,
+larger files than a typical Dogs vs Cats photo, so their entropy decoding costs a little more). Every file is
+distinct (its own seed): a build that decoded copies of a few files would measure the same work, but this way
+nothing can be shared between files. Generating 25,000 takes a while, so they are kept under
+``$XDG_CACHE_HOME/alexnet-towers/bench`` (default ``~/.cache``), in a folder named after the generator's
+parameters, and reused by later runs; delete the folder to reclaim the space. A run right after generating
+reads them from the page cache, a later one maybe from disk: a real build does either. ``--quick`` builds
+2,000 of them and projects the 25,000 figure.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ sizes of its data recipe (``bench.common.NETS``):
 
 - ``paper``: the Figure 3 experiment's net on section 2's 256x256 squares, 224x224 crops (Imagenette, say);
 - ``small64``: the 64-pixel net (``model=two_tower_64``) on Tiny ImageNet-200's 64x64 photographs, 56x56
-  crops (``data=tiny_imagenet``), 200 classes; more batches are timed, since its step is about 10x quicker.
+  crops (``data=tiny_imagenet``), 200 classes; more batches are timed, since its step is much quicker.
 
 Without ``--net`` the folder's ``prepared.json`` decides (a Tiny ImageNet folder gets ``small64``).
 
@@ -46,14 +46,16 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import NETS, Row, autocast, net_for_data, sync
+from src.config.compose import constant_rate_module
 from src.data.datamodule import ImageDataModule
 from src.models.alexnet import AlexNet
 from src.models.classifier import TowerClassifier
+from src.runs.paths import REPO_ROOT
 from src.utils.console import quiet_lightning
 from src.utils.memory import keep_freed_memory
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE = ROOT / "data" / "cache"  # conf/paths/default.yaml's data_dir, /cache: the training default
+#: conf/paths/default.yaml's data_dir, /cache: the training default
+DEFAULT_CACHE = REPO_ROOT / "data" / "cache"
 END_TO_END_TARGET = 0.9  # issues #18 and #24: an epoch end to end at least 0.9 x the step alone
 VALIDATION_TARGET = 0.15  # issue #18: validation at most 15 % of the epoch
 EVAL_VIEWS = ("centre", "ten")
@@ -211,7 +213,7 @@ def quiet_trainer(settings: EpochSettings, clock: Clock, **options: Any) -> L.Tr
 def train_timing(datamodule: ImageDataModule, settings: EpochSettings, workers: int) -> Timing:
     """End to end: ``Trainer.fit`` for ``warm + timed`` batches of the datamodule with ``workers`` workers."""
     datamodule.num_workers = workers
-    module = TowerClassifier(make_net(datamodule.num_classes, settings), optimizer=sgd)
+    module = constant_rate_module(make_net(datamodule.num_classes, settings), sgd)
     clock = Clock()
     batches = settings.warm_batches + settings.timed_batches
     trainer = quiet_trainer(settings, clock, max_epochs=1, limit_train_batches=batches, limit_val_batches=0)
@@ -224,7 +226,7 @@ def val_timing(datamodule: ImageDataModule, settings: EpochSettings, views: str)
     datamodule.num_workers = settings.val_workers
     datamodule.eval_views["val"] = views
     datamodule.datasets["val"].views = "ten_crop" if views == "ten" else "centre"  # CachedViews' modes
-    module = TowerClassifier(make_net(datamodule.num_classes, settings))
+    module = TowerClassifier.for_evaluation(make_net(datamodule.num_classes, settings))
     clock = Clock()
     trainer = quiet_trainer(settings, clock, limit_val_batches=1 + settings.val_timed_batches[views])
     trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -2,7 +2,7 @@
 written as its own section of a markdown file (``make gpu-check``: docs/benchmarks.md).
 
 Users train on GPUs, and a GPU may be lent for minutes only, so everything runs from one command, in this
-order (about 4 minutes on one GPU; the compiles are most of it):
+order (the compiles take most of its time):
 
 - the GPU's bf16 matrix rate (an 8192^3 ``torch.mm``): the ceiling the steps are a share of;
 - the training step on random tensors already on the GPU (network only) at batch 256, bf16 autocast,
@@ -48,10 +48,10 @@ from bench.epoch import DEFAULT_CACHE, EpochSettings, epoch_rows, measure_epoch
 from bench.models import Step, norm_layers, training_flops_per_image
 from src.models.alexnet import AlexNet
 from src.models.classifier import compile_in_place
+from src.runs.paths import REPO_ROOT
 from src.utils.console import quiet_lightning
 
-ROOT = Path(__file__).resolve().parents[1]
-TRACKED = ROOT / "docs" / "benchmarks.md"  # the kept figures: never the smoke run's
+TRACKED = REPO_ROOT / "docs" / "benchmarks.md"  # the kept figures: never the smoke run's
 SECTION = "gpu-check"
 TIME_LIMIT_S = 8 * 60  # issue #18: the whole check in under 8 minutes on one GPU
 
@@ -180,8 +180,8 @@ def end_to_end_rows(settings: CheckSettings, network: dict[str, float], data_roo
     import lightning as L
 
     from bench.epoch import Clock
+    from src.config.compose import constant_rate_module
     from src.data.datamodule import ImageDataModule
-    from src.models.classifier import TowerClassifier
 
     rows = []
     for kind in ("eager", "compiled"):
@@ -211,7 +211,7 @@ def end_to_end_rows(settings: CheckSettings, network: dict[str, float], data_roo
             enable_model_summary=False,
             callbacks=[clock],
         )
-        trainer.fit(TowerClassifier(net, optimizer=sgd), datamodule=datamodule)
+        trainer.fit(constant_rate_module(net, sgd), datamodule=datamodule)
         timing = clock.timing("train", settings.warm_batches)
         rows.append(
             Row(

@@ -31,7 +31,7 @@ B, C, ..., median of the repeats. The rows:
   of it; next to it, timed in turns, the same net at the paper's widths, which its table halves for speed.
 
 bf16 rows run only where the CPU has bf16 arithmetic (AVX512-BF16 or AMX): elsewhere oneDNN emulates it and
-a step runs about 18x slower than fp32 (``src/utils/precision_check.py``); a row says they were skipped.
+a step runs many times slower than fp32 (``src/utils/precision_check.py``); a row says they were skipped.
 The GPU's figures come from ``make gpu-check`` (``bench/gpu_check.py``).
 """
 
@@ -47,7 +47,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +58,7 @@ from src.models.alexnet import AlexNet
 from src.models.classifier import compile_in_place
 from src.models.layer_table import layer_table
 from src.models.lrn import TowerLocalResponseNorm, reference_local_response_norm
+from src.runs.paths import REPO_ROOT
 from src.utils.memory import keep_freed_memory
 from src.utils.precision_check import cpu_has_fast_bf16
 
@@ -70,7 +70,7 @@ CONV1_ACTIVATION = (CPU_BATCH, 96, 55, 55)  # conv1's output at batch 32 (sectio
 FP32_TARGET, BF16_TARGET = 0.75, 0.70  # issue #18: shares of the conv ceiling at batch 128
 NO_BF16 = (
     "skipped: this CPU has no bf16 arithmetic (no AVX512-BF16 or AMX); oneDNN emulates it and a step runs "
-    "about 18x slower than fp32. Measured where the CPU has it"
+    "many times slower than fp32. Measured where the CPU has it"
 )
 
 
@@ -626,7 +626,7 @@ def target_rows(best: dict[str, float], ceilings: Ceilings) -> list[Row]:
 
 def _child(mode: str, variants: str, repeats: int) -> dict[str, float]:
     command = [sys.executable, "-m", "bench.models", "--child", mode, variants, str(repeats)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -778,9 +778,7 @@ def profile_rows(quick: bool) -> list[Row]:
     for precision in precisions():
         command = [sys.executable, "-m", "bench.profile", "--batch", str(batch), "--precision", precision]
         command += ["--steps", str(steps)]
-        out = subprocess.run(
-            command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
-        )
+        out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         rows += profile_table(
             result["groups"], result["wall_ms"], f"{precision}, channels_last, batch {batch}"

@@ -56,9 +56,9 @@ from bench.common import (
 from bench.data import data_rows
 from bench.epoch import DEFAULT_CACHE, epoch_rows, skipped_rows
 from bench.models import member_rows, model_rows, precisions
+from src.runs.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-TRACKED = ROOT / "docs" / "benchmarks.md"  # the kept figures: never a --quick run's
+TRACKED = REPO_ROOT / "docs" / "benchmarks.md"  # the kept figures: never a --quick run's
 MEMBERS = tuple(name for name in NETS if name != "paper")  # the other members of the family
 PARTS = ("models", *MEMBERS, "data", "epoch")
 FALLBACK_STEP = 50.0  # img/s for the data rows' ratios when the models part is not run (--only)
@@ -173,10 +173,10 @@ def real_epoch_rows(data: Path | None, net: str, cache_dir: Path, quick: bool) -
         command = [sys.executable, "-m", "bench.epoch", "--data", str(data), "--cache-dir", str(cache_dir)]
         command += ["--net", net, "--precision", "32-true" if precision == "fp32" else "bf16-mixed"]
         command += ["--quick"] if quick else []
-        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=ROOT)
+        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO_ROOT)
         rows += epoch_rows(json.loads(out.stdout.strip().splitlines()[-1]))
     if "bf16" not in precisions():
-        rows += skipped_rows("bf16: this CPU has no bf16 arithmetic (oneDNN emulates it, ~18x slower)")
+        rows += skipped_rows("bf16: this CPU has no bf16 arithmetic (oneDNN emulates it, many times slower)")
     return rows
 
 

@@ -7,7 +7,7 @@ printed as the callback logs them (``kernels/tower<t>/colour_mean``, ``.../colou
 ``kernels/split``, ``kernels/auc``, ``kernels/split_p``), and the pictures are the callback's figure 3,
 tower grids and histogram, written to the Hydra run folder (``outputs/analyse/runs/<time>/``).
 
-Sources (:func:`src.analysis.summaries.first_layer`): ``caffenet``, the reference (CaffeNet's kernels
+Sources (:func:`src.reports.summaries.first_layer`): ``caffenet``, the reference (CaffeNet's kernels
 recovered from its picture, ``src/analysis/reference_kernels.py``; also shows how its numbers move with the
 zero level); a checkpoint, a run folder or a folder of runs (its latest checkpoint); a caffe-tensorflow
 weights file (``bvlc_alexnet.npy``, ``src/models/caffe_weights.py``).
@@ -18,20 +18,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # `python src/analyse.py` puts src/, not the root, on the path
-    sys.path.insert(0, str(PROJECT_ROOT))
+import hydra
+import torch
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from src.analysis.colour import TowerColourStats, stats_for_model_kernels  # noqa: E402
-from src.analysis.kernel_images import kernel_grid, save_png, towers_figure  # noqa: E402
-from src.analysis.reference_kernels import zero_level_table  # noqa: E402
-from src.analysis.summaries import CAFFENET, describe_stats, first_layer  # noqa: E402
-from src.callbacks.tower_kernels import FIGURE_KEY, histogram_image, write_csv  # noqa: E402
-from src.runs.overrides import command_line  # noqa: E402
+from src.analysis.colour import TowerColourStats, stats_for_model_kernels
+from src.analysis.kernel_images import (
+    FIGURE_KEY,
+    histogram_image,
+    kernel_grid,
+    save_png,
+    towers_figure,
+    write_csv,
+)
+from src.analysis.reference_kernels import zero_level_table
+from src.reports.summaries import CAFFENET, describe_stats, first_layer
+from src.runs.overrides import command_line
+from src.utils.console import say
 
 PICTURE_SCALE = 4  # as TowerKernelMonitor's default
 
@@ -59,14 +62,14 @@ def analyse(cfg: DictConfig) -> TowerColourStats:
     label, kernels = first_layer(source)
     kernels = [k.float().cpu() for k in kernels]
     stats = stats_for_model_kernels(kernels)
-    print(f"source: {label}")
-    print(describe_stats(stats))
+    say(f"source: {label}")
+    say(describe_stats(stats))
     for key, value in stats.log_dict().items():
-        print(f"{key} = {value:.6g}")
+        say(f"{key} = {value:.6g}")
     if source == CAFFENET:
-        print(zero_level_table(float(cfg.zero_shift)))
+        say(zero_level_table(float(cfg.zero_shift)))
     for path in write_pictures(kernels, stats, Path(cfg.paths.output_dir)):
-        print(f"wrote {path}")
+        say(f"wrote {path}")
     return stats
 
 

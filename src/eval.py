@@ -34,29 +34,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # `python src/eval.py` puts src/, not the root, on the path
-    sys.path.insert(0, str(PROJECT_ROOT))
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from src.data.datamodule import ImageDataModule  # noqa: E402
-from src.loggers.build import build_loggers, finish  # noqa: E402
-from src.models.caffe_weights import (  # noqa: E402
+from src.config.schema import check_config
+from src.data.datamodule import ImageDataModule
+from src.loggers.build import build_loggers, finish
+from src.models.caffe_weights import (
     WEIGHTS_SUFFIX,
     alexnet_from_caffe_weights,
     caffe_pixel_statistics,
 )
-from src.models.classifier import TowerClassifier, network_from_checkpoint  # noqa: E402
-from src.runs.folders import HYDRA_SUBDIR, RUNS_DIR, run_dir_of  # noqa: E402
-from src.runs.overrides import command_line, override_key  # noqa: E402
-from src.runs.resume import checkpoint_named, read_checkpoint  # noqa: E402
-from src.utils.console import quiet_lightning  # noqa: E402
-from src.utils.paths import expand_home  # noqa: E402
-from src.utils.precision_check import choose_precision  # noqa: E402
+from src.models.classifier import TowerClassifier, network_from_checkpoint
+from src.runs.folders import HYDRA_CONFIG, RUNS_DIR, run_dir_of
+from src.runs.overrides import command_line, override_key
+from src.runs.resume import checkpoint_named, read_checkpoint
+from src.utils.console import quiet_lightning, say
+from src.utils.paths import expand_home
+from src.utils.precision_check import choose_precision
 
 VIEW_NAMES = {"centre": "centre", "ten": "ten_crop"}
 VIEW_TITLES = {"centre": "the centre patch", "ten": "the ten views, softmax averaged"}
@@ -83,9 +80,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         str(expand_home(cfg.ckpt_path)), Path(cfg.paths.log_dir) / TRAIN_TASK / RUNS_DIR
     )
     if str(cfg.ckpt_path) != str(checkpoint):
-        print(f"ckpt_path={cfg.ckpt_path}: evaluating {checkpoint}")
+        say(f"ckpt_path={cfg.ckpt_path}: evaluating {checkpoint}")
     imported = checkpoint.suffix == WEIGHTS_SUFFIX
     split_settings = validation_split_settings(cfg, checkpoint, imported) if split == "val" else {}
+    check_config(cfg)  # a wrong type or value, named by its key, before any data is read
     datamodules = {
         views: hydra.utils.instantiate(cfg.data, **{f"{split}_views": views}, **split_settings)
         for views in VIEW_NAMES
@@ -103,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         del saved  # the weights are in the net; the optimiser's state is not needed
         say_what_trained(checkpoint, data_state, datamodules["centre"], split)
     callbacks = [RestoreDataState(data_state)] if data_state is not None else []
-    module = TowerClassifier(net=net)
+    module = TowerClassifier.for_evaluation(net)
     loggers = build_loggers(cfg)
     # No logger in the trainer: the module logs test/acc (val/acc) the same for both views, which the
     # loggers would get twice, unlabelled; the results are logged below, each under its own name.
@@ -112,7 +110,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, logger=False, callbacks=callbacks, precision=precision
     )
     if why and trainer.is_global_zero:
-        print(why, flush=True)
+        say(why)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -131,9 +129,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger.log_metrics(results)
         logger.save()
     if trainer.is_global_zero:
-        print(heading(checkpoint, datamodules["centre"], split))
+        say(heading(checkpoint, datamodules["centre"], split))
         for key, value in results.items():
-            print(f"{key} = {value:.4f}")
+            say(f"{key} = {value:.4f}")
     finish(loggers)
     return results
 
@@ -162,7 +160,7 @@ def validation_split_settings(cfg: DictConfig, checkpoint: Path, imported: bool)
     given = set()
     if HydraConfig.initialized():
         given = {override_key(o).removeprefix("data.") for o in HydraConfig.get().overrides.task}
-    run_config = run_dir_of(checkpoint) / HYDRA_SUBDIR / "config.yaml"
+    run_config = run_dir_of(checkpoint) / HYDRA_CONFIG
     saved = OmegaConf.load(run_config) if not imported and run_config.is_file() else None
     settings: dict[str, Any] = {}
     for key in SPLIT_KEYS:
@@ -171,9 +169,9 @@ def validation_split_settings(cfg: DictConfig, checkpoint: Path, imported: bool)
             settings[key] = value
     shown = " ".join(f"data.{key}={settings.get(key, cfg.data.get(key))}" for key in SPLIT_KEYS)
     if settings:
-        print(f"validation split: {shown}, as the training run had it ({run_config})")
+        say(f"validation split: {shown}, as the training run had it ({run_config})")
     elif not imported and not set(SPLIT_KEYS) & given:
-        print(
+        say(
             f"validation split: {shown}; {run_config} is not there to say what the training run used: give "
             "its values if they differ, or some of these images were trained on"
         )
@@ -214,9 +212,9 @@ def say_what_trained(
         where = datamodule.root / "test" if split == "test" else f"the validation split of {datamodule.root}"
         verb = "testing" if split == "test" else "evaluating"
         trained = f"{checkpoint.name}: trained on {state.get('root')} (classes {state['classes']})"
-        print(f"{trained}; {verb} on {where}")
+        say(f"{trained}; {verb} on {where}")
     else:
-        print(f"{checkpoint.name} does not record its classes (an older checkpoint): they are not checked")
+        say(f"{checkpoint.name} does not record its classes (an older checkpoint): they are not checked")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -20,19 +20,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # `python src/prepare.py` puts src/, not the root, on the path
-    sys.path.insert(0, str(PROJECT_ROOT))
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from src.data.cache import CacheSpaceError  # noqa: E402
-from src.data.layouts import find_labelled_images  # noqa: E402
-from src.datasets.archives import ArchiveError  # noqa: E402
-from src.datasets.download import ChecksumError, DownloadError  # noqa: E402
-from src.runs.overrides import command_line  # noqa: E402
+from src.data.cache import CacheSpaceError
+from src.data.layouts import find_labelled_images
+from src.datasets.archives import ArchiveError
+from src.datasets.download import ChecksumError, DownloadError
+from src.runs.overrides import command_line
+from src.utils.console import say
+from src.utils.exits import INTERRUPTED_EXIT_CODE
 
 
 def prepare(cfg: DictConfig) -> dict[str, dict[str, int]]:
@@ -46,7 +44,7 @@ def prepare(cfg: DictConfig) -> dict[str, dict[str, int]]:
             continue
         files = find_labelled_images(folder, datamodule.layout)
         found[split] = {name: files.labels.count(i) for i, name in enumerate(files.classes)}
-        print(f"{split}: {len(files):,} files in {len(files.classes)} classes, {folder}")
+        say(f"{split}: {len(files):,} files in {len(files.classes)} classes, {folder}")
     return found
 
 
@@ -57,11 +55,11 @@ def main(cfg: DictConfig) -> None:
     except (DownloadError, ChecksumError, ArchiveError, CacheSpaceError) as error:  # says what to do
         raise SystemExit(str(error)) from None
     except KeyboardInterrupt:  # the cache build said what it kept; no traceback
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     hydra_cfg = HydraConfig.get()
     same_data = [f"data={hydra_cfg.runtime.choices.get('data')}"]  # and the overrides that shape the data
     same_data += [o for o in hydra_cfg.overrides.task if o.startswith(("data.", "paths.data_dir"))]
-    print(f"ready: python src/train.py {' '.join(same_data)}")
+    say(f"ready: python src/train.py {' '.join(same_data)}")
 
 
 if __name__ == "__main__":

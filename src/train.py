@@ -23,59 +23,44 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # `python src/train.py` puts src/, not the root, on the path
-    sys.path.insert(0, str(PROJECT_ROOT))
+import hydra
+import lightning as L
+from lightning.pytorch.accelerators import CPUAccelerator
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from src.callbacks.epoch_line import EpochLine
+from src.callbacks.model_summary import use_flop_counting_summary
+from src.callbacks.preemption import exit_when_stopped, stop_before_test
+from src.callbacks.resume import CommitRunConfig
+from src.callbacks.training_health import exit_when_dead
+from src.config.schema import check_config
+from src.data.cache import CacheSpaceError
+from src.data.datamodule import ImageDataModule, data_shards
+from src.datasets.archives import ArchiveError
+from src.datasets.download import ChecksumError, DownloadError
+from src.loggers.build import build_loggers, finish
+from src.loggers.wandb_run import report_offline_runs
+from src.metric_names import TEST_ACC, VAL_ACC, VAL_ACC_BEST
+from src.models.classifier import TowerClassifier
+from src.models.input_size import check_crop_size
+from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails
+from src.runs.folders import discard_unstarted_run, global_rank, hold_run_folder
+from src.runs.overrides import command_line, run_dir_argument
+from src.runs.paths import CONF_DIR, folders_line
+from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line
+from src.runs.sweeps import run_job
+from src.utils.console import quiet_lightning, say
+from src.utils.exits import ERROR_EXIT_CODE, exit_on_error
+from src.utils.memory import keep_freed_memory
+from src.utils.precision_check import choose_precision, slow_bf16_line
 
-from src.callbacks.epoch_line import EpochLine  # noqa: E402
-from src.callbacks.model_summary import use_flop_counting_summary  # noqa: E402
-from src.callbacks.preemption import exit_when_stopped, stop_before_test  # noqa: E402
-from src.callbacks.resume import CommitRunConfig  # noqa: E402
-from src.callbacks.training_health import exit_when_dead  # noqa: E402
-from src.data.cache import CacheSpaceError  # noqa: E402
-from src.data.datamodule import ImageDataModule, data_shards  # noqa: E402
-from src.datasets.archives import ArchiveError  # noqa: E402
-from src.datasets.download import ChecksumError, DownloadError  # noqa: E402
-from src.loggers.build import build_loggers, finish  # noqa: E402
-from src.loggers.wandb_run import report_offline_runs  # noqa: E402
-from src.models.classifier import TowerClassifier  # noqa: E402
-from src.models.input_size import check_crop_size  # noqa: E402
-from src.runs.checkpoint_io import AtomicCheckpointIO, exit_when_write_fails  # noqa: E402
-from src.runs.folders import discard_unstarted_run, global_rank, hold_run_folder  # noqa: E402
-from src.runs.overrides import command_line, run_dir_argument  # noqa: E402
-from src.runs.paths import folders_line  # noqa: E402
-from src.runs.resume import drop_pending_config, resume_from, rewrite_command_line  # noqa: E402
-from src.runs.sweeps import run_job  # noqa: E402
-from src.utils.console import quiet_lightning, say  # noqa: E402
-from src.utils.exits import exit_on_error  # noqa: E402
-from src.utils.memory import keep_freed_memory  # noqa: E402
-from src.utils.precision_check import choose_precision, slow_bf16_line  # noqa: E402
-
-CONF_DIR = PROJECT_ROOT / "conf"
-FINAL_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")  # the run's last line
+FINAL_METRICS = (VAL_ACC, VAL_ACC_BEST, TEST_ACC, "test/loss")  # the run's last line
 
 
 def build_module(cfg: DictConfig) -> TowerClassifier:
-    """The LightningModule from the ``model``, ``optimizer`` and ``scheduler`` groups (and ``compile``)."""
-    scheduler_cfg = cfg.get("scheduler") or {}
-    scheduler = (
-        hydra.utils.instantiate(scheduler_cfg.get("scheduler")) if scheduler_cfg.get("scheduler") else None
-    )
-    return TowerClassifier(
-        net=hydra.utils.instantiate(cfg.model),
-        optimizer=hydra.utils.instantiate(cfg.optimizer),
-        scheduler=scheduler,
-        scheduler_monitor=scheduler_cfg.get("monitor") or "val/acc",
-        compile=bool(cfg.get("compile", False)),
-        warmup_steps=scheduler_cfg.get("warmup_steps") or 0,
-        warmup_fraction=scheduler_cfg.get("warmup_fraction"),
-        lr_batch=scheduler_cfg.get("lr_batch"),
-    )
+    """The LightningModule, whole, from the config's ``module`` node (``conf/train.yaml``): the net, the
+    optimiser, the schedule and the batch-scaled learning rate, each from its own group."""
+    return hydra.utils.instantiate(cfg.module)
 
 
 def fetch_data(datamodule: ImageDataModule, cfg: DictConfig) -> None:
@@ -132,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if global_rank() == 0:
         say(folders_line(cfg))  # data, cache, outputs: where this run reads and writes
     with leave_no_trace_on_failure(output_dir, new_run=cfg.get("ckpt_path") is None):
+        check_config(cfg)  # a wrong type or value, named by its key, before anything starts
         ckpt_path = resume_from(cfg.get("ckpt_path"), output_dir)
         datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data)
         module = build_module(cfg)
@@ -162,7 +148,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         exit_when_stopped(trainer, cfg.paths.output_dir, close),
         exit_when_dead(trainer, close),
         exit_when_write_fails(trainer, cfg.paths.output_dir, close),
-        exit_on_error(CacheSpaceError, 1, trainer, close),  # a full disk while the data cache is built
+        # a full disk while the data cache is built
+        exit_on_error(CacheSpaceError, ERROR_EXIT_CODE, trainer, close),
     ):
         metrics = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
     if trainer.is_global_zero:
@@ -200,9 +187,9 @@ def fit_and_test(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """A single run: ``train``, exiting as it says (3: a dead run, 1, 130, 143). A job of a sweep (``-m``)
-    that dies or fails is recorded for the sweep's summary and returns None, so that the sweep goes on
-    (``src/runs/sweeps.py``, ``run_job``)."""
+    """A single run: ``train``, exiting as it says (3: a dead run, 1, 130, 143; the table of
+    ``src/utils/exits.py``). A job of a sweep (``-m``) that dies or fails is recorded for the sweep's summary
+    and returns None, so that the sweep goes on (``src/runs/sweeps.py``, ``run_job``)."""
     return run_job(lambda: train(cfg).get(cfg.optimized_metric))
 
 

@@ -8,17 +8,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import src.runs.paths  # noqa: F401  (registers ${project_root:}, which conf/paths/default.yaml reads)
+from src.runs.paths import CONF_DIR, REPO_ROOT  # importing it registers ${project_root:} (conf/paths/)
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+ROOT = REPO_ROOT
+CONF = CONF_DIR
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -33,23 +32,13 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
-def quiet_trainer(max_steps: int, **options: object) -> L.Trainer:
-    """A CPU Trainer for a few test steps: no logger, checkpoints, progress bar, summary or sanity check."""
-    quiet = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(max_steps=max_steps, **(quiet | options))
-
-
 def run_env(home: Path) -> dict[str, str]:
-    """The environment of a training subprocess: no W&B key, a private HOME, no GPU."""
+    """The environment of a training subprocess: no W&B key, a private HOME, no GPU, and the repository on
+    ``PYTHONPATH`` so that a run can load a test's own callback (``+callbacks.x._target_=tests.<module>.<X>``:
+    the editable install makes ``src`` importable, not ``tests``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env |= {"HOME": str(home), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    python_path = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env |= {"HOME": str(home), "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path}
     return env
 
 

@@ -3,8 +3,11 @@ trusted."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,14 @@ from src.datasets.archives import (
     extract_archive,
     safe_parts,
 )
-from tests.dataset_archives import MTIME, tar_with_link, write_tar, write_zip, zip_bomb, zip_with_symlink
+from tests.helpers.dataset_archives import (
+    MTIME,
+    tar_with_link,
+    write_tar,
+    write_zip,
+    zip_bomb,
+    zip_with_symlink,
+)
 
 EVIL_NAMES = ["../evil.txt", "/tmp/abs-evil.txt", "a/../../evil.txt", "..\\evil.txt", "C:/evil.txt"]
 
@@ -57,6 +67,43 @@ def test_links_are_refused(tmp_path: Path, make, reason: str) -> None:
         extract_archive(archive, target)
     assert "'data/link'" in str(error.value) and reason in str(error.value)
     assert_nothing_extracted(tmp_path, target)
+
+
+def tar_with(path: Path, special: tarfile.TarInfo, mode: int = 0o644) -> Path:
+    """A tar.gz holding ``data/ok.txt`` (with permission bits ``mode``), then ``special``."""
+    with tarfile.open(path, "w:gz") as tf:
+        ok = tarfile.TarInfo("data/ok.txt")
+        ok.size, ok.mode = 4, mode
+        tf.addfile(ok, io.BytesIO(b"fine"))
+        tf.addfile(special)
+    return path
+
+
+@pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
+def test_special_files_in_a_tar_are_refused(tmp_path: Path, kind: bytes) -> None:
+    special = tarfile.TarInfo("data/dev")
+    special.type = kind
+    archive = tar_with(tmp_path / "special.tgz", special)
+    target = tmp_path / "out" / "special"
+    with pytest.raises(UnsafeArchiveError) as error:
+        extract_archive(archive, target)
+    assert str(error.value) == (
+        "special.tgz: refusing to extract member 'data/dev': is a special file; nothing was extracted"
+    )
+    assert_nothing_extracted(tmp_path, target)
+
+
+def test_files_get_the_umask_not_the_archive_s_permission_bits(tmp_path: Path) -> None:
+    folder = tarfile.TarInfo("data/more")
+    folder.type, folder.mode = tarfile.DIRTYPE, 0o777
+    archive = tar_with(tmp_path / "modes.tgz", folder, mode=0o4777)  # setuid, world-writable
+    umask = os.umask(0o022)
+    try:
+        target = extract_archive(archive, tmp_path / "out" / "modes")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((target / "data" / "ok.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((target / "data" / "more").stat().st_mode) == 0o755
 
 
 def test_a_zip_bomb_beyond_the_limit_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import pytest
 import bench.gpu_check
 from bench.common import Row, get_section, put_section
 from bench.gpu_check import SECTION, TRACKED
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU_TABLE = "# Benchmarks\n\nthe CPU rows of make bench\n"
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench.ceiling import Ceiling, conv_shapes
-from bench.common import NETS, ROOT
+from bench.common import NETS
 from bench.models import (
     PAPER_BATCH,
     layer_macs,
@@ -23,6 +23,7 @@ from bench.models import (
 )
 from src.models.alexnet import AlexNet
 from src.models.layer_table import layer_table
+from src.runs.paths import CONF_DIR
 
 # conv1 96 5x5/2 on 56 -> 28; pool 13; conv2 128 5x5 (48 inputs a tower); pool 6; conv3 192 3x3 on all 128;
 # conv4 192 (96 a tower), conv5 128 (96 a tower); pool 2; fc6 512 -> 2048, fc7 2048, fc8 200.
@@ -39,8 +40,8 @@ SMALL64_FC_MACS = (128 * 2 * 2 * 2048, 2048 * 2048, 2048 * 200)
 @pytest.mark.parametrize("name", list(NETS))
 def test_each_nets_sizes_are_its_data_recipes_and_its_tables(name: str) -> None:
     net = NETS[name]
-    recipe = yaml.safe_load((ROOT / "conf" / "data" / f"{net.data}.yaml").read_text())
-    base = yaml.safe_load((ROOT / "conf" / "data" / "base.yaml").read_text())
+    recipe = yaml.safe_load((CONF_DIR / "data" / f"{net.data}.yaml").read_text())
+    base = yaml.safe_load((CONF_DIR / "data" / "base.yaml").read_text())
     assert net.image_size == recipe.get("image_size", base["image_size"])
     assert net.crop_size == recipe.get("crop_size", base["crop_size"])
     assert net.crop_size == layer_table(net.layers).input_size

@@ -12,6 +12,7 @@ import bench.run
 from bench.common import Row, get_section, put_section, section_names
 from bench.gpu_check import SECTION as GPU_SECTION
 from bench.run import PARTS, mark, section_title, write_markdown
+from src.runs.paths import REPO_ROOT
 
 GPU_TEXT = "## GPU check\n\n| a | 1 | x | |"
 ABOUT = {"command": "python -m bench.run --only small64", "date": "2026-12-07"}
@@ -84,7 +85,7 @@ def test_without_out_the_table_is_printed_and_nothing_written(
     fake_measure: list[tuple], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    tracked = bench.run.ROOT / "docs" / "benchmarks.md"
+    tracked = bench.run.TRACKED
     before = tracked.read_text() if tracked.exists() else None
     bench.run.main(["--quick", "--only", "small64"])
     out, err = capsys.readouterr()
@@ -99,7 +100,7 @@ def test_quick_figures_never_go_into_the_tracked_file(
 ) -> None:
     writes: list[Path] = []
     monkeypatch.setattr(bench.run, "write_text_atomic", lambda path, _: writes.append(path))
-    monkeypatch.chdir(bench.run.ROOT)
+    monkeypatch.chdir(REPO_ROOT)
     bench.run.main(["--quick", "--only", "small64", "--out", out])
     assert writes == [] and "never written into" in capsys.readouterr().err
     bench.run.main(["--only", "small64", "--out", out])  # a full run: make bench writes the tracked file

@@ -62,7 +62,7 @@ def test_bands_command_writes_a_plain_csv_per_tower_count_and_measure(tmp_path: 
 def test_an_archive_keeps_conv1_of_every_snapshot_and_conv2_of_the_first_and_last(tmp_path: Path) -> None:
     import numpy as np
 
-    from src.analysis.run_archive import keep_weights
+    from src.reports.run_archive import keep_weights
 
     snapshots = []
     for epoch in range(3):

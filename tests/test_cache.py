@@ -32,10 +32,9 @@ from src.data.cache import (
 )
 from src.data.images import DECODER, load_square_rgb
 from src.data.layouts import LabelledFiles, find_labelled_images
-from tests.test_pipeline_speed import cpu_seconds
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-CHILD = ROOT / "tests" / "cache_build_child.py"
+CHILD = ROOT / "tests" / "helpers" / "cache_build_child.py"
 DATA_FILES = ("images.u8", "labels.npy", "pixel_sums.npy", "pixel_products.npy", "skipped.tsv")
 
 
@@ -495,14 +494,14 @@ def test_two_processes_building_at_once_build_once(tmp_path: Path) -> None:
         assert np.array_equal(cache.images[i], load_square_rgb(path)), path
 
 
-def test_parallel_build_speed(tmp_path: Path) -> None:
+def test_a_build_with_two_workers_caches_every_image_as_decoded(tmp_path: Path) -> None:
+    """Two workers share the 200 files; every slot holds its own file's square (speed: bench/data.py)."""
     rng = np.random.default_rng(0)
     for i in range(200):
         size = (int(rng.integers(256, 321)), int(rng.integers(256, 321)))
         write_photo(tmp_path / "train" / ("cat" if i % 2 else "dog") / f"{i:03d}.jpg", size, seed=i)
     files = find_labelled_images(tmp_path / "train", "folders")
-    start = cpu_seconds()  # CPU time, the builder's and its workers': no slower on a loaded machine
     cache = build_cache(files, tmp_path / "cache", workers=2, progress=True)
-    seconds = cpu_seconds() - start
-    assert len(cache) == 200 and np.array_equal(cache.images[123], load_square_rgb(files.paths[123]))
-    assert seconds < 10, f"200 small JPEGs took {seconds:.1f} s of CPU"  # ~0.6 s
+    assert len(cache) == 200
+    for i in (0, 57, 123, 199):
+        assert np.array_equal(cache.images[i], load_square_rgb(files.paths[i])), files.paths[i]

@@ -1,8 +1,8 @@
 """A cache build that meets a full disk or Ctrl-C (#27): one line that says what to do, and nothing left over.
 
-- A full disk (``tests/disk_full.c`` loaded with LD_PRELOAD, as in ``tests/test_faults.py``): the build stops
-  with ``CacheSpaceError`` naming the cache folder and the bytes the cache needs, and its partial build is
-  removed, so that the space is back.
+- A full disk (``tests/helpers/disk_full.c`` loaded with LD_PRELOAD, as in ``tests/test_faults.py``): the
+  build stops with ``CacheSpaceError`` naming the cache folder and the bytes the cache needs, and its partial
+  build is removed, so that the space is back.
 - Ctrl-C (SIGINT to the process group, as a terminal sends it): the workers print nothing, are ended at
   once (none is left running when the builder's ``KeyboardInterrupt`` arrives), and the builder says in one
   line what it kept.
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.test_cache import write_photo
 
-ROOT = Path(__file__).resolve().parents[1]
-SHIM = ROOT / "tests" / "disk_full.c"
+SHIM = ROOT / "tests" / "helpers" / "disk_full.c"
 SIZE = 256
 
 # Builds the cache of FOLDER under CACHE_ROOT with WORKERS processes; prints the error it ended with.
@@ -82,7 +82,7 @@ def photos(folder: Path, count: int) -> Path:
 @pytest.fixture(scope="module")
 def disk_full_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
-        pytest.skip("no C compiler to build tests/disk_full.c")
+        pytest.skip("no C compiler to build tests/helpers/disk_full.c")
     library = tmp_path_factory.mktemp("shim") / "disk_full.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(SHIM), "-ldl"], check=True)
     return library

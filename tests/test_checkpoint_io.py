@@ -26,7 +26,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from src.runs.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, exit_when_write_fails
 from src.utils import atomic
 from src.utils.atomic import current_umask, write_atomic
-from tests.conftest import quiet_trainer
+from tests.helpers.trainers import quiet_trainer
 
 
 class FailingWrites(io.RawIOBase):

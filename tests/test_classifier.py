@@ -11,16 +11,16 @@ from src.models.classifier import TowerClassifier
 
 
 def test_best_validation_accuracy_travels_in_checkpoints() -> None:
-    module = TowerClassifier(AlexNet(num_classes=2))
+    module = TowerClassifier.for_evaluation(AlexNet(num_classes=2))
     module.val_acc_best(torch.tensor(0.8))
-    resumed = TowerClassifier(AlexNet(num_classes=2))
+    resumed = TowerClassifier.for_evaluation(AlexNet(num_classes=2))
     resumed.load_state_dict(module.state_dict())
     assert resumed.val_acc_best.compute().item() == pytest.approx(0.8)
 
 
 def test_several_views_average_the_softmax() -> None:
     torch.manual_seed(0)
-    module = TowerClassifier(AlexNet(num_classes=3)).eval()
+    module = TowerClassifier.for_evaluation(AlexNet(num_classes=3)).eval()
     views = torch.randn(2, 10, 3, 224, 224)
     labels = torch.tensor([0, 2])
     with torch.no_grad():

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from src.config.compose import build_module, constant_rate_module
 from src.models.alexnet import AlexNet
-from src.models.classifier import TowerClassifier, compile_in_place, load_network
+from src.models.classifier import compile_in_place, load_network
 from src.runs.overrides import command_line
-from src.train import build_module
-from tests.conftest import compose_train, quiet_trainer
+from tests.conftest import compose_train
+from tests.helpers.trainers import quiet_trainer
 from tests.test_precision import SIZE, SMALL, separable_batches, sgd
 
 
@@ -22,7 +23,7 @@ def test_compiled_training_writes_plain_checkpoints(tmp_path: Path) -> None:
     torch.manual_seed(0)
     torch._dynamo.reset()
     counters.clear()
-    module = TowerClassifier(AlexNet(2, towers=2, **SMALL), optimizer=sgd, compile=True)
+    module = constant_rate_module(AlexNet(2, towers=2, **SMALL), sgd, compile=True)
     plain_names = set(AlexNet(2, towers=2, **SMALL).state_dict())
     trainer = quiet_trainer(3)
     before = module.net.layer("conv1").weight.detach().clone()
@@ -67,4 +68,5 @@ def test_compile_and_channels_last_come_from_the_config(tmp_path: Path) -> None:
     assert not compose_train([], tmp_path).compile  # off by default
     assert command_line(["model.compile=true"]) == ["compile=true"]  # the old spelling
     net = hydra.utils.instantiate(compose_train([], tmp_path).model)
-    assert TowerClassifier(net).compile_net is False and TowerClassifier(net, compile=True).compile_net
+    assert build_module(compose_train([], tmp_path), net=net).compile_net is False
+    assert build_module(compose_train(["compile=true"], tmp_path), net=net).compile_net

@@ -44,9 +44,10 @@ def full_validation_accuracy(tmp_path: Path, ckpt: Path) -> float:
         batch_size=8,
         num_workers=0,
         cache_workers=0,
+        val_views="ten",
     )  # fmt: skip  (as TINY_DATA and conf/data/synthetic.yaml)
     datamodule.setup("fit")
-    module = TowerClassifier(network_from_checkpoint(checkpoint(ckpt), ckpt)).eval()
+    module = TowerClassifier.for_evaluation(network_from_checkpoint(checkpoint(ckpt), ckpt)).eval()
     correct = total = 0
     with torch.no_grad():
         for batch in datamodule.val_dataloader():

@@ -1,9 +1,10 @@
 """The defaults as a user meets them (issue #26): the net's initialisation, the dead-run detector's settings,
 exit code 3 for a dead run and SIGTERM during the last validation, end to end.
 
-- The default initialisation, as the README states it: conv1 at the paper's N(0, 0.01) with zero biases,
-  He's (kaiming normal, fan_in, ReLU gain) everywhere else with zero biases, except fc8 at N(0, 0.01); for
-  ``AlexNet(num_classes=...)`` with no ``init`` and for the net the composed default config builds.
+- The default initialisation, as docs/training-defaults.md states it: conv1 at the paper's N(0, 0.01) with
+  zero biases, He's (kaiming normal, fan_in, ReLU gain) everywhere else with zero biases, except fc8 at
+  N(0, 0.01); for ``AlexNet(num_classes=...)`` with no ``init`` and for the net the composed default config
+  builds.
 - ``callbacks.training_health``: 25 / 0.01 / 8 in the file, in the composed config, in the instantiated
   callback and in the class's own defaults.
 - ``python src/train.py`` with a run that dies: exit code 3, the one-line reason, ``DIED.txt``, no traceback.
@@ -34,7 +35,7 @@ from src.models.alexnet import PAPER_INIT_STD, AlexNet
 from src.models.layer_table import CONV_NAMES, FC_NAMES
 from src.train import build_callbacks
 from tests.conftest import CONF, compose_train
-from tests.sigterm_in_validation import SIGNALLED, VALIDATED
+from tests.helpers.sigterm_in_validation import SIGNALLED, VALIDATED
 from tests.test_resume import checkpoint, run_train, the_run_dir
 
 HE_LAYERS = ("conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -112,7 +113,7 @@ def test_the_dead_run_detector_defaults_agree_in_file_config_callback_and_class(
     # ... and so does the class by itself (a test or notebook that builds it bare gets the same detector).
     parameters = inspect.signature(TrainingHealth).parameters
     assert {key: parameters[key].default for key in HEALTH_DEFAULTS} == HEALTH_DEFAULTS
-    assert HEALTH_DEFAULTS["every_n_steps"] * HEALTH_DEFAULTS["patience"] == 200  # the README's "200 steps"
+    assert HEALTH_DEFAULTS["every_n_steps"] * HEALTH_DEFAULTS["patience"] == 200  # "200 steps" in the docs
 
 
 # -- end to end: python src/train.py --------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_a_dead_run_exits_with_code_3_and_one_line_saying_why(
 def test_sigterm_during_the_last_validation_saves_skips_the_test_and_exits_143(
     tmp_path: Path, kernel_cache: dict[str, str]
 ) -> None:
-    sigterm = "+callbacks.sigterm._target_=tests.sigterm_in_validation.SigtermInLastValidation"
+    sigterm = "+callbacks.sigterm._target_=tests.helpers.sigterm_in_validation.SigtermInLastValidation"
     # 12 images a class, half held out: 2 training batches of 8 and 2 validation batches (8 + 4).
     result = run_train(
         tmp_path, sigterm, "data.val_fraction=0.5", "trainer.max_epochs=1", "logger=csv", env=kernel_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import pytest
 
 from src.datasets import download
 from src.datasets.download import ChecksumError, DownloadError, HostNotFoundError, RetryPolicy, fetch
-from tests.archive_server import serve
 from tests.conftest import ROOT, run_env
+from tests.helpers.archive_server import serve
 
 PAYLOAD = os.urandom(1_000_000)
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -80,6 +81,20 @@ def test_a_later_run_resumes_the_part_file(server, tmp_path: Path) -> None:
     path = fetch(f"{base}/data.tgz", tmp_path / "data.tgz", sha256=SHA256, policy=once, progress=False)
     assert path.read_bytes() == PAYLOAD and not part.exists()
     assert state.ranges("/data.tgz") == [None, f"bytes={kept}-"]
+
+
+def test_the_progress_bar_counts_the_whole_file_with_its_rate(server, tmp_path: Path, capsys) -> None:
+    """A resumed download's bar starts at the bytes on disk and ends at the whole file; off a terminal,
+    rich writes each bar once, finished, on stderr (nothing on stdout but the messages)."""
+    base, state = server
+    part = tmp_path / "data.tgz.part"
+    part.write_bytes(PAYLOAD[:250_000])
+    fetch(f"{base}/data.tgz", tmp_path / "data.tgz", sha256=SHA256, policy=FAST)
+    printed = capsys.readouterr()
+    (bar,) = [line for line in printed.err.splitlines() if line.strip()]
+    assert bar.startswith("data.tgz ") and " 100% 976.6/976.6 KiB " in bar and re.search(r"[kMG]?B/s", bar)
+    assert "━" not in printed.out and "\r" not in printed.err
+    assert state.ranges("/data.tgz") == ["bytes=250000-"]
 
 
 def test_transient_503_is_retried_with_exponential_backoff(server, tmp_path: Path, monkeypatch) -> None:

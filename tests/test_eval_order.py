@@ -37,6 +37,7 @@ def four_class_module(root: Path) -> ImageDataModule:
         root=root,
         num_classes=len(CLASSES),
         layout="folders",
+        cache_dir=root.parent / "cache",
         val_fraction=0.5,  # 5 validation images per class
         batch_size=4,
         num_workers=0,

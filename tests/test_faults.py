@@ -23,15 +23,16 @@ from tests.test_resume import run_train, the_run_dir
 
 FAULT = "TEST_FAULT"  # nan | disk_full
 KEPT = "last_ckpt_before_the_fault"  # FaultAtEpoch's copy of epoch 0's last.ckpt, in the run folder
-SHIM = ROOT / "tests" / "disk_full.c"
+SHIM = ROOT / "tests" / "helpers" / "disk_full.c"
 
 
 class FaultAtEpoch(L.Callback):
     """At the start of epoch 1: copy ``checkpoints/last.ckpt`` (epoch 0's) to ``<run>/<KEPT>``, then
 
     - ``$TEST_FAULT=nan``: set the learning rate to 1e6, so that the loss of the next steps is not finite;
-    - ``$TEST_FAULT=disk_full``: the disk of ``checkpoints/`` is full from now on (``tests/disk_full.c``,
-      loaded with LD_PRELOAD, fails the writes there with ENOSPC once its few free bytes are used).
+    - ``$TEST_FAULT=disk_full``: the disk of ``checkpoints/`` is full from now on
+      (``tests/helpers/disk_full.c``, loaded with LD_PRELOAD, fails the writes there with ENOSPC once its few
+      free bytes are used).
     """
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -58,7 +59,7 @@ def run_with_fault(
 @pytest.fixture(scope="module")
 def disk_full_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
-        pytest.skip("no C compiler to build tests/disk_full.c")
+        pytest.skip("no C compiler to build tests/helpers/disk_full.c")
     library = tmp_path_factory.mktemp("shim") / "disk_full.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(SHIM), "-ldl"], check=True)
     return library
@@ -115,7 +116,7 @@ def test_a_loss_that_is_not_finite_stops_the_run_and_keeps_the_last_good_checkpo
     [
         ("data.crop_size=32", "data.crop_size=32 is too small for this network: its convolutions and "
          "poolings need at least 63x63 pixels"),
-        ("data.batch_size=abc", "data.batch_size must be a whole number >= 1, got 'abc'"),
+        ("data.batch_size=abc", "error: data.batch_size=abc: expected an integer >= 1"),
     ],
 )  # fmt: skip
 def test_settings_that_cannot_work_stop_before_any_data_is_read(

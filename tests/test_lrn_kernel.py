@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from src.models import lrn_kernel
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 # In a child process: LRN on a small tensor, against torch's LRN per tower; prints which version ran.
 CHILD = """

@@ -17,9 +17,9 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 from PIL import Image
 
+from tests.conftest import ROOT
 from tests.test_figure3_report import fake_run
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "kernels.ipynb"
 TEST_KERNEL = "alexnet-towers-test"
 # jupyter_client starts a kernel spec whose argv[0] is one of these with sys.executable instead.

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from src.config.compose import constant_rate_module
 from src.models.alexnet import AlexNet
 from src.models.classifier import TowerClassifier
-from tests.conftest import quiet_trainer
+from tests.helpers.trainers import quiet_trainer
 
 SMALL = {"conv_widths": (16, 32, 48, 48, 32), "fc_width": 64}  # the paper's wiring at a fraction of its width
 SIZE = 67  # conv1 11/4 (padding 2) -> 16 -> pool 7 -> 7 -> pool 3 -> pool5 1; the adaptive pool makes 6x6
@@ -44,7 +45,7 @@ def losses(module: TowerClassifier, data: DataLoader) -> list[float]:
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_bf16_mixed_trains_on_cpu(channels_last: bool) -> None:
     torch.manual_seed(0)
-    module = TowerClassifier(AlexNet(2, towers=2, channels_last=channels_last, **SMALL), optimizer=sgd)
+    module = constant_rate_module(AlexNet(2, towers=2, channels_last=channels_last, **SMALL), sgd)
     before = copy.deepcopy(module.net.state_dict())
     data = separable_batches()
     first = sum(losses(module, data))

@@ -1,4 +1,4 @@
-"""scripts/recipe_curves.py: per-epoch curves from runs' CSV logs, a resumed run's versions joined."""
+"""src/reports/recipe_curves.py: per-epoch curves from runs' CSV logs, a resumed run's versions joined."""
 
 from __future__ import annotations
 
@@ -7,17 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_curves.py"
+from tests.conftest import ROOT
+from tests.helpers.runs import write_metrics
+
+COMMAND = [sys.executable, "-m", "src.reports.recipe_curves"]
 HEADER = ["epoch", "step", "train/loss_epoch", "val/acc", "kernels/low_freq"]
-
-
-def write_version(run: Path, version: int, rows: list[list[object]]) -> None:
-    folder = run / "csv" / f"version_{version}"
-    folder.mkdir(parents=True)
-    with (folder / "metrics.csv").open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(HEADER)
-        writer.writerows(rows)
 
 
 def curves(out: Path) -> dict[str, list[tuple[int, float]]]:
@@ -30,17 +24,17 @@ def curves(out: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_a_resumed_run_reads_every_version_and_keep_holds_earlier_runs(tmp_path: Path) -> None:
     resumed = tmp_path / "resumed"
-    write_version(resumed, 0, [[0, 10, 2.3, 0.2, 0.17], [1, 20, 2.0, 0.3, 0.2]])
+    write_metrics(resumed, 0, HEADER, [[0, 10, 2.3, 0.2, 0.17], [1, 20, 2.0, 0.3, 0.2]])
     # the process stopped during epoch 2 and a later one went on (Lightning's next csv version)
-    write_version(resumed, 1, [[2, 30, 1.8, 0.4, 0.3], [3, 40, 1.6, 0.5, 0.35]])
+    write_metrics(resumed, 1, HEADER, [[2, 30, 1.8, 0.4, 0.3], [3, 40, 1.6, 0.5, 0.35]])
     out = tmp_path / "out"
     out.mkdir()
     (out / "curves.csv").write_text(
         "run,epoch,train_loss,val_acc,low_freq\ngone,0,2.4000,0.1000,0.1700\nresumed,0,9.0,0.9,0.9\n"
     )
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--keep", f"resumed={resumed}"],
-        capture_output=True, text=True, check=False,
+        [*COMMAND, "--out", str(out), "--keep", f"resumed={resumed}"],
+        capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     # the run whose folder is gone stays first; the re-given label is replaced, with all 4 epochs
@@ -52,7 +46,7 @@ def test_a_resumed_run_reads_every_version_and_keep_holds_earlier_runs(tmp_path:
 
 def test_a_folder_without_a_csv_log_is_named(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), f"x={tmp_path}"],
-        capture_output=True, text=True, check=False,
+        [*COMMAND, "--out", str(tmp_path / "out"), f"x={tmp_path}"],
+        capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode != 0 and f"{tmp_path}: no csv/version_*/metrics.csv" in done.stderr

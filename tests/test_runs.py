@@ -11,16 +11,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.analysis.figures import fresh_splits, kernels_plot, split_by_towers_plot
 from src.analysis.kernel_images import score_histogram
 from src.analysis.reference_kernels import ReferenceSplit
-from src.analysis.summaries import RunSummary, describe_stats, first_layer, summarise_run, summary_table
 from src.models.alexnet import AlexNet
 from src.models.caffe_weights import write_caffe_weights
 from src.models.classifier import load_network
+from src.reports.figures import fresh_splits, kernels_plot, split_by_towers_plot
+from src.reports.summaries import RunSummary, describe_stats, first_layer, summarise_run, summary_table
 from src.runs.folders import (
     checkpoint_for,
     find_runs,
+    has_checkpoint,
+    is_run_dir,
     latest_checkpoint,
     latest_sweep,
     run_checkpoint,
@@ -87,11 +89,13 @@ def make_sweep(root: Path) -> dict[tuple[int, int], Path]:
     (root / "multirun.yaml").write_text("hydra: {}\n")
     (root / "notes").mkdir()
     (root / "notes" / "readme.txt").write_text("not a run\n")
-    (root / "no_checkpoint" / "checkpoints").mkdir(parents=True)
-    (root / "wrong_suffix" / "checkpoints").mkdir(parents=True)
+    for decoy in ("no_checkpoint", "wrong_suffix", ".hidden"):  # runs, but none to find
+        (root / decoy / ".hydra").mkdir(parents=True)
+        (root / decoy / "checkpoints").mkdir()
     (root / "wrong_suffix" / "checkpoints" / "last.pt").write_bytes(b"")
-    (root / ".hidden" / "checkpoints").mkdir(parents=True)
     (root / ".hidden" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (root / "not_a_run" / "checkpoints").mkdir(parents=True)  # no .hydra/: not written by src/train.py
+    (root / "not_a_run" / "checkpoints" / "last.ckpt").write_bytes(b"")
     return runs
 
 
@@ -118,9 +122,26 @@ def test_find_runs_finds_exactly_the_runs(sweep: tuple[Path, dict[tuple[int, int
 
 def test_find_runs_sorts_job_numbers_numerically(tmp_path: Path) -> None:
     for job in ("10", "2", "1"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / "checkpoints").mkdir(parents=True)
         (tmp_path / job / "checkpoints" / "epoch_000.ckpt").write_bytes(b"")
     assert [p.name for p in find_runs(tmp_path)] == ["1", "2", "10"]
+
+
+def test_a_run_is_a_folder_with_hydra_and_the_filters_ask_for_more(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    assert is_run_dir(run) and not has_checkpoint(run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert has_checkpoint(run) and find_runs(tmp_path) == [run]
+    with pytest.raises(FileNotFoundError, match="no folder there holds csv/version_"):
+        find_runs(tmp_path, having=lambda folder: False, wanted="csv/version_*/metrics.csv")
+    nested = run / "inner"  # a run's own subfolders are not searched, even when they look like a run
+    (nested / ".hydra").mkdir(parents=True)
+    (nested / "checkpoints").mkdir()
+    (nested / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert find_runs(tmp_path) == [run]
 
 
 def test_find_runs_accepts_a_run_folder(sweep: tuple[Path, dict[tuple[int, int], Path]]) -> None:

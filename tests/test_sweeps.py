@@ -29,6 +29,7 @@ from src.runs.sweeps import (
 )
 from src.train import build_module, build_trainer
 from tests.conftest import compose_train
+from tests.helpers.runs import write_metrics
 from tests.test_train import TINY_GENERATED, TINY_RUN
 
 # fc6/fc7 of 256 units instead of 4096: 3 M parameters instead of 57 M, so that checkpoints and the model
@@ -180,6 +181,32 @@ def test_appended_keys_and_quoted_values_are_columns_by_their_key(tmp_path: Path
     columns, rows = summarise_sweep(sweep)
     assert "trainer.limit_train_batches" in columns and "+trainer.limit_train_batches" not in columns
     assert [(r["trainer.limit_train_batches"], r["tags"]) for r in rows] == [("2", "a"), ("4", "b")]
+
+
+SWEEP_HEADER = ["epoch", "step", "val/acc", "val/acc_best", "test/acc"]
+
+
+def test_a_resumed_job_reports_the_values_of_every_version_merged(tmp_path: Path) -> None:
+    job = tmp_path / "0"
+    # the first process validated epochs 0..2, then stopped after epoch 2's validation but before its
+    # checkpoint; the resumed process went back to epoch 2's start and went on to epoch 3 and the test
+    write_metrics(
+        job, 0, SWEEP_HEADER, [{"epoch": e, "step": 10 * (e + 1), "val/acc": 0.1 * (e + 1)} for e in range(3)]
+    )
+    write_metrics(
+        job,
+        1,
+        SWEEP_HEADER,
+        [
+            {"epoch": 2, "step": 30, "val/acc": 0.35, "val/acc_best": 0.35},
+            {"epoch": 3, "step": 40, "val/acc": 0.4, "val/acc_best": 0.4},
+            {"epoch": 4, "step": 40, "test/acc": 0.38},
+        ],
+    )
+    found = job_metrics(job)
+    assert found["epochs"] == 4  # epochs 0..3, epoch 2 once; the newest version alone has 2
+    assert found["val/acc"] == pytest.approx(0.4) and found["val/acc_best"] == pytest.approx(0.4)
+    assert found["test/acc"] == pytest.approx(0.38)
 
 
 def test_metrics_come_from_the_checkpoint_without_a_log(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """``data=tiny_imagenet``: Stanford's ``tiny-imagenet-200.zip`` laid out as ``{train,test}/<wnid>/``.
 
-A small zip in the official layout (``tests/dataset_archives.py``) is served from 127.0.0.1 and prepared
-in-process: downloaded, verified, extracted, the official ``val/`` moved into ``test/<wnid>/`` by
+A small zip in the official layout (``tests/helpers/dataset_archives.py``) is served from 127.0.0.1 and
+prepared in-process: downloaded, verified, extracted, the official ``val/`` moved into ``test/<wnid>/`` by
 ``val_annotations.txt``, the unlabelled official ``test/`` left out. Then the pipeline reads it whole and as
 a subset of classes (``data.classes``), and decodes its greyscale JPEG as RGB. One run of ``src/prepare.py``
 checks the command-line spelling for a local copy and a subset.
@@ -22,9 +22,9 @@ from omegaconf import open_dict
 from src.data.images import load_square_rgb
 from src.datasets.download import ChecksumError
 from src.datasets.recipes import MARKER, prepare_dataset
-from tests import dataset_archives as make
-from tests.archive_server import serve
 from tests.conftest import CONF, compose_train, script_runner
+from tests.helpers import dataset_archives as make
+from tests.helpers.archive_server import serve
 
 WNIDS = sorted(make.TINY_IMAGENET_WNIDS)
 FAST = {"backoff_s": 0.01, "progress": False}

@@ -1,7 +1,7 @@
 """One tower per process (section 3.2, figure 2): the split net computes what the single-device net computes.
 
-The slow tests start two CPU processes (gloo, ``tests/tower_parallel_worker.py``) once per module and compare
-what they wrote with the grouped ``AlexNet`` run in this process from the same weights and batches.
+The slow tests start two CPU processes (gloo, ``tests/helpers/tower_parallel_worker.py``) once per module and
+compare what they wrote with the grouped ``AlexNet`` run in this process from the same weights and batches.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from src.models.alexnet import AlexNet
 from src.models.tower_parallel import TowerParallelAlexNet, from_grouped, is_replicated, to_grouped
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "tower_parallel_worker.py"
+WORKER = ROOT / "tests" / "helpers" / "tower_parallel_worker.py"
 TOWERS = 2
 NUM_CLASSES = 10
 BATCH = 4

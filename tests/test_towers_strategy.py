@@ -4,7 +4,7 @@ processes (gloo).
 - With the same weights and batches (dropout off), two tower processes and one process holding the grouped
   net take the same SGD steps: weights and momentum agree after 2 steps, and again after both resume from
   their checkpoints for 2 more, and after one process resumes from the towers' checkpoint
-  (``tests/towers_fit_worker.py``).
+  (``tests/helpers/towers_fit_worker.py``).
 - ``python src/train.py trainer=towers`` trains an epoch on the generated data end to end; its checkpoint is
   the grouped ``AlexNet``'s. Every tower trains on the same augmented batch: each rank draws its own random
   crops and PCA lighting (the torch seed is offset by the rank), so only the broadcast of rank 0's batch makes
@@ -29,7 +29,7 @@ from tests.test_ddp import full_validation_accuracy
 from tests.test_resume import ROOT, SMALL_NET, checkpoint, the_run_dir
 from tests.test_train import TINY_DATA
 
-WORKER = Path(__file__).with_name("towers_fit_worker.py")
+WORKER = Path(__file__).parent / "helpers" / "towers_fit_worker.py"
 # Largest relative difference between the towers' and the grouped net's weights and momentum: 8.1e-7
 # measured (float32 sums in another order), over 2 steps, 4 steps, and the resume on one device. The README
 # quotes the same bound.

@@ -1,4 +1,4 @@
-"""The training defaults keep the net alive where the old ones killed it (README, "Training defaults").
+"""The training defaults keep the net alive where the old ones killed it (docs/training-defaults.md).
 
 On real photographs (Imagenette at batch 64) the old defaults (He initialisation everywhere, lr 0.01 from the
 first step) collapse within about 15 steps: fc8, initialised 100 times smaller than its input, takes plain
@@ -21,11 +21,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from src.callbacks.training_health import TrainingHealth
 from src.train import build_module
-from tests.conftest import compose_train, quiet_trainer
+from tests.conftest import compose_train
+from tests.helpers.trainers import quiet_trainer
 
 STEPS = 24
 # fp32 on every machine: the test is about the recipe, and fp32 is the same arithmetic on every CPU (up to
-# rounding), where bf16 exists natively on some CPUs and is emulated, 18x slower, on others.
+# rounding), where bf16 exists natively on some CPUs and is emulated, many times slower, on others.
 PRECISION = "32-true"
 DATA = [
     "data.source.train_per_class=200",

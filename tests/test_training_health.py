@@ -14,9 +14,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.callbacks.training_health import DIED_FILE, TrainingDiedError, TrainingHealth
+from src.config.compose import build_module, compose_config, constant_rate_module
 from src.models.alexnet import AlexNet
 from src.models.classifier import TowerClassifier
-from tests.conftest import quiet_trainer
+from tests.helpers.trainers import quiet_trainer
 
 SMALL = {"conv_widths": (16, 32, 48, 48, 32), "fc_width": 64}
 SIZE = 67
@@ -35,7 +36,7 @@ def sgd(lr: float) -> functools.partial:
 
 def module(lr: float = 0.01, **options: object) -> TowerClassifier:
     torch.manual_seed(0)
-    return TowerClassifier(AlexNet(2, towers=2, **SMALL), optimizer=sgd(lr), **options)
+    return constant_rate_module(AlexNet(2, towers=2, **SMALL), sgd(lr), **options)
 
 
 def csv_rows(folder: Path) -> list[dict[str, str]]:
@@ -102,7 +103,7 @@ def test_a_living_run_is_not_stopped(tmp_path: Path) -> None:
     health = TrainingHealth(every_n_steps=1, patience=1)
     torch.manual_seed(0)
     net = AlexNet(2, towers=2, init="kaiming", **SMALL)
-    living = TowerClassifier(net, optimizer=sgd(0.01))
+    living = constant_rate_module(net, sgd(0.01))
     quiet_trainer(4, callbacks=[health], default_root_dir=tmp_path).fit(living, train_dataloaders=batches())
     assert health.constant_checks == 0 and not (tmp_path / DIED_FILE).exists()
 
@@ -134,14 +135,11 @@ class Batch64(L.LightningDataModule):
 
 
 def test_the_rate_scales_with_the_batch(tmp_path: Path) -> None:
-    trained = module(lr=0.01, lr_batch=128)
+    """optimizer.lr is the rate at scheduler.lr_batch; data.batch_size=64 trains at half of it."""
+    torch.manual_seed(0)
+    cfg = compose_config(["scheduler=constant", "scheduler.lr_batch=128", "data.batch_size=64"])
+    trained = build_module(cfg, net=AlexNet(2, towers=2, **SMALL))
     trainer = quiet_trainer(1, default_root_dir=tmp_path)
     trainer.fit(trained, datamodule=Batch64())
+    assert cfg.optimizer.lr == 0.01
     assert [g["lr"] for g in trainer.optimizers[0].param_groups] == pytest.approx([0.005, 0.005])
-
-
-def test_bad_schedule_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="warmup_steps"):
-        module(warmup_steps=-1)
-    with pytest.raises(ValueError, match="lr_batch"):
-        module(lr_batch=0)

@@ -22,7 +22,8 @@ from lightning.pytorch.loggers import CSVLogger
 from src.data.datamodule import split_by_source
 from src.models.classifier import WARMUP_KEY, fitted_warmup
 from src.train import build_module
-from tests.conftest import compose_train, quiet_trainer
+from tests.conftest import compose_train
+from tests.helpers.trainers import quiet_trainer
 from tests.test_training_health import LearningRates, batches, module
 
 IMAGENETTE_TRAIN_PER_CLASS = (963, 955, 993, 858, 941, 956, 961, 931, 951, 960)  # 9,469 images, train/

@@ -8,11 +8,14 @@ by white padding; towers are stacked top to bottom (tower 0, the paper's GPU 1, 
 between them.
 
 Every kernel picture returned is ``uint8`` (H, W, 3): the logger (W&B) shows float images as black.
-``score_histogram`` draws the per-kernel colour scores (``src/analysis/colour.py``) as a matplotlib figure.
+``score_histogram`` draws the per-kernel colour scores (``src/analysis/colour.py``) as a matplotlib figure,
+``histogram_image`` renders it as such a picture, and ``write_csv`` writes the scores as a table: the
+training callback and the analysis command (``src/analyse.py``) write the same files with them.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import os
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -30,12 +34,18 @@ from src.utils.atomic import write_atomic
 __all__ = [
     "BAND_VALUE",
     "DEFAULT_COLUMNS",
+    "FIGURE_KEY",
     "PAD_VALUE",
+    "histogram_image",
     "kernel_grid",
     "save_png",
     "score_histogram",
     "towers_figure",
+    "write_csv",
 ]
+
+#: The key under which training logs figure 3's picture (and the name of its PNG files).
+FIGURE_KEY = "kernels/figure3"
 
 #: Kernels per row by default: figure 3 shows each GPU's 48 kernels in 3 rows of 16.
 DEFAULT_COLUMNS: int = 16
@@ -176,3 +186,19 @@ def score_histogram(stats: TowerColourStats, bins: int = 40) -> Figure:
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def histogram_image(stats: TowerColourStats) -> np.ndarray:
+    """The per-tower score histogram (``score_histogram``), rendered off-screen as a uint8 RGB picture."""
+    canvas = FigureCanvasAgg(score_histogram(stats))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
+    """A table as CSV (the header row, then ``rows``), written atomically: the per-kernel scores."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())

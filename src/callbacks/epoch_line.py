@@ -18,6 +18,8 @@ import time
 
 import lightning as L
 
+from src.metric_names import VAL_ACC
+
 log = logging.getLogger(__name__)
 
 # In the order shown; a key the run does not log (no validation this epoch, no kernel monitor) is left out.
@@ -25,7 +27,7 @@ SHOWN = {
     "train/loss_epoch": "train/loss",
     "train/acc": "train/acc",
     "val/loss": "val/loss",
-    "val/acc": "val/acc",
+    VAL_ACC: VAL_ACC,
     "kernels/split": "kernels/split",
     "lr": "lr",
 }

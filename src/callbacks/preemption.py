@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,9 +56,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from src.runs.checkpoint_io import CheckpointWriteError
 from src.runs.folders import last_checkpoint
 from src.utils.console import say
+from src.utils.exits import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
-INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # 130, what a shell reports after Ctrl-C
 SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
 
 
@@ -123,7 +121,7 @@ class PreemptionCheckpoint(L.Callback):
             )
             if signum == signal.SIGINT:
                 message += " (Ctrl-C again to stop at once, without saving)"
-            print(message, file=sys.stderr, flush=True)
+            say(message, error=True)
             self.signum = signum
         self.requested = True
 

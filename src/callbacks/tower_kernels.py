@@ -33,7 +33,6 @@ the table are W&B's only (their files are in ``kernels/``).
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
@@ -42,15 +41,20 @@ import numpy as np
 import torch
 import wandb
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from src.analysis.colour import COLOUR_THRESHOLD, TowerColourStats, stats_for_model_kernels
-from src.analysis.kernel_images import kernel_grid, save_png, score_histogram, towers_figure
+from src.analysis.kernel_images import (
+    FIGURE_KEY,
+    histogram_image,
+    kernel_grid,
+    save_png,
+    towers_figure,
+    write_csv,
+)
 from src.loggers.wandb_run import EPOCH_AXIS, define_epoch_axis
 from src.utils.atomic import write_atomic
 
-FIGURE_KEY = "kernels/figure3"
 CHANGE_PREFIX = "kernels/change"
 WEIGHTS_SAVED = ("conv1", "conv2")
 ANIMATION_FRAME_MS = 500
@@ -225,18 +229,3 @@ def write_animation(frames: list[Path], path: Path) -> Path | None:
         gif, format="GIF", save_all=True, append_images=images[1:], duration=ANIMATION_FRAME_MS, loop=0
     )
     return write_atomic(path, gif.getvalue())
-
-
-def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(columns)
-    writer.writerows(rows)
-    write_atomic(path, text.getvalue())
-
-
-def histogram_image(stats: TowerColourStats) -> np.ndarray:
-    """The per-tower score histogram (``score_histogram``), rendered off-screen as a uint8 RGB picture."""
-    canvas = FigureCanvasAgg(score_histogram(stats))
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

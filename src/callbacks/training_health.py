@@ -36,11 +36,10 @@ import torch
 from torch import nn
 
 from src.models.layer_table import CONV_NAMES, FC_NAMES
+from src.runs.folders import DIED_FILE
 from src.utils.atomic import write_atomic
-from src.utils.exits import exit_on_error
+from src.utils.exits import DIED_EXIT_CODE, exit_on_error
 
-DIED_EXIT_CODE = 3
-DIED_FILE = "DIED.txt"
 WHAT_TO_TRY = (
     "what to try: a smaller optimizer.lr (halve it), a longer scheduler.warmup_steps, "
     "trainer.gradient_clip_val=1.0, or the defaults of conf/train.yaml if you changed model.init"

@@ -37,9 +37,8 @@ cache is complete if and only if ``<cache_root>/<fingerprint>/meta.json`` exists
 
 Integrity: ``meta.json`` holds a CRC-32 of every ``CHECKSUM_IMAGES`` images of ``images.u8`` and of each
 ``.npy`` file. A cache found again (``build_cache``, from the datamodule's ``prepare_data``: once per node) is
-verified before it is used: one read of the file and a CRC-32 (zlib, on up to 4 threads): 0.88 s of CPU
-for Imagenette's 9,469 images (1.86 GB, measured), so about 0.2 s for the 2,000-image demo set and 2.3 s for
-PetImages' 25,000, against minutes per training epoch. A cache whose bytes changed (same length or not),
+verified before it is used: one read of the file and a CRC-32 (zlib, on up to 4 threads), seconds against
+minutes per training epoch (docs/benchmarks.md). A cache whose bytes changed (same length or not),
 or whose ``meta.json`` or ``.npy`` files are damaged, is an error naming the file and how to rebuild (delete
 the folder; the next run builds it again). Caches built before the checksums existed are used unverified,
 with a note.
@@ -674,11 +673,11 @@ def _decode_chunk(
     """Decode ``paths`` into slots ``start...`` of the images file; per file: ok, sums, products, reason.
 
     Runs in a worker process (or in the builder's, with workers <= 1), so what it costs per image beside
-    the decode counts (measured on 256x256 squares, one core). Each square is written with one ``pwrite``
-    (~0.06 ms; assigning into a memmap of the sparse file cost ~0.2 ms with its page faults and flush). Pixel
+    the decode counts. Each square is written with one ``pwrite`` (assigning into a memmap of the sparse file
+    cost several times more, with its page faults and flush). Pixel
     sums and products are sums of integers below 2**53, so a float64 matrix product computes them exactly,
     whatever its order: the pixels go in as rows (R, G, B, 1) of a (4, S*S) matrix, one contiguous
-    conversion and one 4x4 Gram product (~0.2 ms; the (S*S, 4) layout took ~0.3 ms).
+    conversion and one 4x4 Gram product (faster than the (S*S, 4) layout).
     """
     count = len(paths)
     ok = np.zeros(count, dtype=bool)

@@ -27,8 +27,9 @@ on, in ``on_after_batch_transfer``: PCA lighting for training batches (``lightin
 training pixel (section 2), optionally divided by the pixel standard deviation.
 
 Settings that cannot work stop the run before anything is read or trained, with a message naming them:
-in ``__init__`` (batch and image sizes that are not positive whole numbers, a crop larger than the image,
-a ``val_fraction`` outside (0, 1)), and in ``setup`` before ``fit`` trains (a class none of whose files
+the config's types and ranges before the run starts (``src/config/schema.py``: batch and image sizes that
+are not positive whole numbers, a crop larger than the image, unknown views, a ``val_fraction`` outside
+(0, 1)), and in ``setup`` before ``fit`` trains (a class none of whose files
 decode, a class too small to give both the training and the validation split an image, a ``test/`` whose
 classes are not ``train/``'s). Checkpoints record the class names and the data root (``state_dict``), and
 loading one into a datamodule with other classes (``src/eval.py`` on another test set, a resume on other
@@ -54,7 +55,7 @@ from src.data.cache import ImageCache, build_cache
 from src.data.layouts import describe_ignored, expected_layout, find_labelled_images, select_classes
 from src.data.lighting import PCA_STD, PCALighting
 from src.data.samplers import EvalShard, mixed_order
-from src.data.views import EVAL_VIEWS, TRAIN_VIEWS, CachedViews
+from src.data.views import CachedViews
 from src.utils.console import say
 from src.utils.paths import expand_home
 
@@ -80,17 +81,6 @@ def data_shards(trainer: L.Trainer) -> int:
     and under ``trainer=towers``, whose devices all see the whole batch (``src/strategies/towers.py``)."""
     sampler_kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
     return int(sampler_kwargs.get("num_replicas", trainer.world_size))
-
-
-def whole_number(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
-    """``value`` if it is a whole number >= ``minimum`` (or None when allowed), else a ValueError naming
-    the setting ``data.<name>``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        alternative = " or null" if allow_none else ""
-        raise ValueError(f"data.{name} must be a whole number >= {minimum}{alternative}, got {value!r}")
-    return int(value)
 
 
 def worker_init(worker_id: int, rank: int) -> None:
@@ -130,7 +120,8 @@ class ImageDataModule(L.LightningDataModule):
         root: dataset folder holding ``train/`` (and optionally ``test/``).
         num_classes: classes the model predicts; must match the classes found on disk.
         layout: ``kaggle``, ``folders`` or ``auto`` (``layouts.py``).
-        cache_dir: where the offline caches live (one folder per fingerprint of the source files).
+        cache_dir: where the offline caches live (one folder per fingerprint of the source files); the
+            config's ``${paths.data_dir}/cache``.
         val_fraction: share of each class's training images held out for validation.
         batch_size: the GLOBAL batch, images per optimiser step over all devices (section 5: 128); each
             device loads ``batch_size / (devices x accumulated batches)`` (``device_batch_size``).
@@ -139,7 +130,8 @@ class ImageDataModule(L.LightningDataModule):
         crop_size: side of the patches the network sees (section 4.1: 224).
         train_views: ``random`` (section 4.1), ``ten`` (the ten fixed views, ten items per image) or
             ``centre`` (the centre patch, unflipped: no augmentation).
-        val_views, test_views: ``ten`` (average over ten views, section 4.1) or ``centre``.
+        val_views, test_views: ``ten`` (average over ten views, section 4.1) or ``centre``; validation on
+            the ``centre`` patch by default, as ``conf/data/base.yaml``.
         pca_std: standard deviation of the PCA lighting coefficients (section 4.1: 0.1); 0 turns it off.
         normalize: ``mean`` (section 2: subtract the mean pixel, keep the 0..255 scale) or ``mean_std``
             (also divide by the pixel standard deviation, for ``model.init=kaiming``).
@@ -157,15 +149,16 @@ class ImageDataModule(L.LightningDataModule):
         self,
         root: str | Path,
         num_classes: int,
+        *,
+        cache_dir: str | Path,
         layout: str = "auto",
-        cache_dir: str | Path | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 128,
         num_workers: int | None = None,
         image_size: int = 256,
         crop_size: int = 224,
         train_views: str = "random",
-        val_views: str = "ten",
+        val_views: str = "centre",
         test_views: str = "ten",
         pca_std: float = PCA_STD,
         normalize: str = "mean_std",
@@ -175,37 +168,10 @@ class ImageDataModule(L.LightningDataModule):
         classes: int | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"data.normalize={normalize!r} is not known; choose one of {NORMALIZATIONS}")
-        if train_views not in TRAIN_VIEWS:
-            raise ValueError(f"data.train_views={train_views!r} is not known; choose one of {TRAIN_VIEWS}")
-        for key, value in (("val_views", val_views), ("test_views", test_views)):
-            if value not in EVAL_VIEWS:
-                raise ValueError(f"data.{key}={value!r} is not known; choose one of {EVAL_VIEWS}")
-        batch_size = whole_number("batch_size", batch_size, 1)
-        image_size = whole_number("image_size", image_size, 1)
-        crop_size = whole_number("crop_size", crop_size, 1)
-        num_workers = whole_number("num_workers", num_workers, 0, allow_none=True)
-        cache_workers = whole_number("cache_workers", cache_workers, 0, allow_none=True)
-        if crop_size > image_size:
-            raise ValueError(
-                f"data.crop_size={crop_size} is larger than data.image_size={image_size}, the cached images "
-                "it is cut from"
-            )
-        if (
-            isinstance(val_fraction, bool)
-            or not isinstance(val_fraction, (int, float))
-            or not 0 < val_fraction < 1
-        ):
-            raise ValueError(
-                f"data.val_fraction must be a fraction between 0 and 1 (0.1 by default), got "
-                f"{val_fraction!r}: the checkpoints (val/acc) and the plateau scheduler watch the "
-                "validation split"
-            )
         self.root = expand_home(root)
         self.num_classes = num_classes
         self.layout = layout
-        self.cache_dir = expand_home(cache_dir) if cache_dir is not None else self.root.parent / "cache"
+        self.cache_dir = expand_home(cache_dir)
         self.val_fraction = val_fraction
         self.batch_size = batch_size  # global; the loaders use self.per_device_batch_size
         self.per_device_batch_size = batch_size

@@ -4,11 +4,11 @@ Section 2: "we down-sampled the images to a fixed resolution of 256 x 256. Given
 rescaled the image such that the shorter side was of length 256, and then cropped out the central 256x256
 patch". The 224x224 patches of section 4.1 are cut from the cached square by ``views.py``.
 
-Why this path (``bench/data.py`` measures it; one core, 500x375 JPEGs, the size of most Dogs vs Cats photos):
-decoding costs about 0.55 ms with libjpeg-turbo, whether through simplejpeg or Pillow (both give the same
-pixels, bit for bit), but Pillow's antialiased bilinear resize to 341x256 costs about 1.3 ms more. torch's
-uint8 antialiased bilinear kernel (the one written to match Pillow's BILINEAR: a triangle filter widened by
-the downscale factor, so downscaling averages instead of aliasing) does it in about 0.25 ms, within one grey
+Why this path (``bench/data.py`` measures it; the figures are in docs/benchmarks.md): decoding with
+libjpeg-turbo costs the same through simplejpeg or Pillow (both give the same pixels, bit for bit), but
+Pillow's antialiased bilinear resize to 341x256 costs more than the decode itself, while torch's uint8
+antialiased bilinear kernel (the one written to match Pillow's BILINEAR: a triangle filter widened by the
+downscale factor, so downscaling averages instead of aliasing) does it several times faster, within one grey
 level of Pillow. So:
 
 1. A JPEG (recognised by its first bytes, as Pillow does, not by its name) is decoded by simplejpeg. A large

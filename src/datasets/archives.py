@@ -4,8 +4,14 @@ An archive from the internet is untrusted input: a member named ``../../.bashrc`
 symbolic or hard link pointing out of the target, or a few kilobytes that inflate to terabytes (a "zip
 bomb") would write where it should not. So extraction never calls ``extractall``: every member is checked
 first (name, type, declared size, count) and written by this module, as a plain file or folder inside the
-target. A refused member stops the extraction with ``UnsafeArchiveError`` naming the archive, the member
-and the reason, and nothing is left extracted.
+target, with the user's umask (never the archive's permission bits). A refused member stops the extraction
+with ``UnsafeArchiveError`` naming the archive, the member and the reason, and nothing is left extracted.
+
+A tar member also passes tarfile's ``data`` filter (PEP 706), which refuses special files and any name
+that resolves outside the target. The filter is not the whole check: it strips a leading ``/`` instead of
+refusing the member, lets ``..\\`` and ``C:/`` names through on POSIX, and allows links inside the target,
+which this module refuses (a dataset needs none, and it writes only files and folders). Zip archives have
+no such filter: the same name and type checks apply to them by hand.
 
 A half-extracted tree must never be trusted by a later run (a killed process, a full disk, a corrupt
 member): members go to ``<target>.partial/``, a marker file is written last, and the folder is renamed to
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import IO
 
 from src.utils.atomic import write_atomic
+from src.utils.console import say
 
 MARKER = ".extracted.json"  # written last into a finished extraction
 COPY_CHUNK = 1 << 20
@@ -137,14 +144,14 @@ def extract_archive(archive: str | Path, target: str | Path, limits: ExtractLimi
         recorded = {k: made.get(k, identity[k] if k == "archive_mtime_ns" else None) for k in identity}
         if recorded == identity:
             return target
-        print(f"{target} was extracted from another {archive.name}: extracting it again")
+        say(f"{target} was extracted from another {archive.name}: extracting it again")
         shutil.rmtree(target)
     elif target.exists():  # not made by this function (the marker would be there): do not trust it
-        print(f"{target} has no {MARKER}: removing the incomplete extraction")
+        say(f"{target} has no {MARKER}: removing the incomplete extraction")
         shutil.rmtree(target)
     partial = target.with_name(target.name + ".partial")
     if partial.exists():
-        print(f"removing {partial}, left by an extraction that did not finish")
+        say(f"removing {partial}, left by an extraction that did not finish")
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     started = time.perf_counter()
@@ -158,7 +165,7 @@ def extract_archive(archive: str | Path, target: str | Path, limits: ExtractLimi
         raise
     seconds = time.perf_counter() - started
     size = f"{files:,} files ({total / 1e6:,.1f} MB)"
-    print(f"extracted {size} from {archive.name} to {target} in {seconds:.1f} s")
+    say(f"extracted {size} from {archive.name} to {target} in {seconds:.1f} s")
     return target
 
 
@@ -170,7 +177,7 @@ def _extract_into(archive: Path, folder: Path, limits: ExtractLimits) -> tuple[i
             return _write_members(archive, members, folder)
     try:
         with tarfile.open(archive, "r|*") as tf:  # a stream: one pass through the compressed file
-            return _write_members(archive, _tar_members(tf, archive, limits), folder)
+            return _write_members(archive, _tar_members(tf, archive, folder, limits), folder)
     except tarfile.ReadError as error:
         raise ArchiveError(f"{archive} is neither a zip nor a readable tar archive ({error})") from error
 
@@ -233,16 +240,20 @@ def _opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], Abstract
     return lambda: zf.open(info)  # reads at most info.file_size bytes and checks the CRC
 
 
-def _tar_members(tf: tarfile.TarFile, archive: Path, limits: ExtractLimits) -> Iterator[_Member]:
+def _tar_members(
+    tf: tarfile.TarFile, archive: Path, folder: Path, limits: ExtractLimits
+) -> Iterator[_Member]:
     budget = _Budget(archive, limits)
     for member in tf:
         if member.issym():
             raise _refuse(archive, member.name, f"is a symbolic link (to {member.linkname!r})")
         if member.islnk():
             raise _refuse(archive, member.name, f"is a hard link (to {member.linkname!r})")
-        if not (member.isfile() or member.isdir()):
-            raise _refuse(archive, member.name, "is a device, FIFO or other special file")
         parts = _checked_parts(archive, member.name)
+        try:
+            tarfile.data_filter(member, str(folder))  # special files, names that resolve outside
+        except tarfile.FilterError as error:
+            raise _refuse(archive, member.name, str(error).removeprefix(f"{member.name!r} ")) from None
         budget.add(member.name, member.size)
         yield _Member(member.name, parts, member.isdir(), member.size, member.mtime, _tar_opener(tf, member))
 

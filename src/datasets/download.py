@@ -1,7 +1,8 @@
 """Download one file, resumably, and verify it before anything trusts it.
 
-pooch does most of a download well: ``pooch.HTTPDownloader`` streams a URL with ``requests`` into a file
-with a progress bar, and forwards any ``requests.get`` argument. What it lacks, and this module adds:
+pooch does most of a download well: ``pooch.HTTPDownloader`` streams a URL with ``requests`` into a file,
+drives a progress bar (drawn here with rich, as training's is) and forwards any ``requests.get`` argument.
+What it lacks, and this module adds:
 
 - **Resume.** A download goes to ``<file>.part``. When a connection dies, the next attempt (in this run
   or a later one) asks for the rest with an HTTP ``Range`` request and appends to it; a server that
@@ -38,7 +39,20 @@ from urllib.parse import unquote, urlparse
 
 import pooch
 import requests
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from urllib3.exceptions import NameResolutionError
+
+from src.utils.console import say
 
 CHUNK = 1 << 16  # bytes per write; a dropped connection loses at most the chunk in flight (pooch: 1 KiB)
 HASH_CHUNK = 1 << 20
@@ -99,7 +113,7 @@ def check_hashes(
                 f"file, pin its hash: {pin_key}={actual['sha256']}"
             )
     if not expected.get("sha256"):
-        print(f"{name}: sha256 {actual['sha256']} (not pinned; to pin it: {pin_key}={actual['sha256']})")
+        say(f"{name}: sha256 {actual['sha256']} (not pinned; to pin it: {pin_key}={actual['sha256']})")
     return actual
 
 
@@ -127,7 +141,7 @@ def fetch(
             check_hashes(dest, expected, dest.name, str(dest), pin_key)
             return dest
         except ChecksumError as error:
-            print(f"{error}\ndownloading {dest.name} again")
+            say(f"{error}\ndownloading {dest.name} again")
             dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -169,7 +183,7 @@ def _download_with_retries(url: str, part: Path, policy: RetryPolicy, progress: 
     for attempt in range(1, policy.attempts + 1):
         offset = part.stat().st_size if part.exists() else 0
         if offset:
-            print(f"resuming {part.name} at {offset / 1e6:,.1f} MB")
+            say(f"resuming {part.name} at {offset / 1e6:,.1f} MB")
         try:
             _request(url, part, offset, policy.timeout_s, progress)
             return
@@ -187,7 +201,7 @@ def _download_with_retries(url: str, part: Path, policy: RetryPolicy, progress: 
             last_error = error
         if attempt < policy.attempts:
             wait = policy.wait(attempt)
-            print(f"{url}: attempt {attempt}/{policy.attempts} failed ({last_error}); retrying in {wait:g} s")
+            say(f"{url}: attempt {attempt}/{policy.attempts} failed ({last_error}); retrying in {wait:g} s")
             time.sleep(wait)
     kept = part.stat().st_size if part.exists() else 0
     where = (
@@ -229,49 +243,64 @@ def host_not_found(host: str, url: str, part: Path) -> str:
 
 
 class _Progress:
-    """The progress bar pooch's ``HTTPDownloader`` drives (``total``, ``update``, ``reset``, ``close``), over
-    the whole file: a resumed download starts at the bytes already on disk, not at zero. The bar is drawn
-    once the server has answered (pooch sets ``total``), so a request that fails draws none."""
+    """The progress bar pooch's ``HTTPDownloader`` drives (``total``, ``update``, ``reset``, ``close``), drawn
+    with rich on stderr over the whole file: a resumed download starts at the bytes already on disk, not at
+    zero. The bar is drawn once the server has answered (pooch sets ``total``), so a request that fails
+    draws none. When stderr is not a terminal, rich does not animate it: the finished bar is written once.
+    """
 
     def __init__(self, name: str, offset: int) -> None:
         self.name = name
         self.offset = offset
-        self.bar: Any = None
+        self.bar: Progress | None = None
+        self.task = TaskID(0)
+        self.counting_from_offset = False
 
-    def _bar(self) -> Any:
+    def _bar(self) -> Progress:
         if self.bar is None:
-            from tqdm import tqdm  # installed with lightning; pooch needs it for progress bars too
-
-            self.bar = tqdm(
-                desc=self.name, initial=self.offset, unit="B", unit_scale=True, unit_divisor=1024, ncols=90
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
             )
+            self.task = self.bar.add_task(self.name, total=None, completed=self.offset)
+            self.bar.start()
         return self.bar
 
     @property
     def total(self) -> float | None:
-        return self.bar.total if self.bar is not None else None
+        return self.bar.tasks[0].total if self.bar is not None else None
 
     @total.setter
     def total(self, remaining: int) -> None:  # pooch sets the response's length: what is left to come
         bar = self._bar()
-        bar.total = self.offset + remaining if remaining else None
-        bar.refresh()
+        bar.update(self.task, total=self.offset + remaining if remaining else None, refresh=True)
 
     def update(self, n: int) -> None:
-        self._bar().update(n)
+        if self.counting_from_offset:  # after reset: n is the whole response
+            self.counting_from_offset = False
+            self._bar().update(self.task, completed=self.offset + n)
+        else:
+            self._bar().update(self.task, advance=n)
 
-    def reset(self) -> None:  # pooch resets, then adds the whole response's length
-        self._bar().n = self.offset
+    def reset(self) -> None:
+        """pooch resets, then adds the whole response's length: set that count, so the rate stays the
+        measured one."""
+        self.counting_from_offset = True
 
     def restart(self) -> None:
         """The server sends the whole file again: count from zero."""
         self.offset = 0
         if self.bar is not None:
-            self.bar.n = 0
+            self.bar.update(self.task, completed=0)
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.close()
+            self.bar.stop()
 
 
 class _IncompleteError(Exception):
@@ -305,7 +334,7 @@ def _request(url: str, part: Path, offset: int, timeout_s: float, progress: bool
                 expected_total[0] = total
             elif response.status_code == 200:
                 if offset:
-                    print(f"{url}: the server does not resume downloads; starting {part.name} again")
+                    say(f"{url}: the server does not resume downloads; starting {part.name} again")
                     handle.seek(0)
                     handle.truncate()
                     if bar:

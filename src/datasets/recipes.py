@@ -67,6 +67,7 @@ from src.datasets.archives import (
 )
 from src.datasets.download import RetryPolicy, check_hashes, fetch
 from src.utils.atomic import write_atomic
+from src.utils.console import say
 from src.utils.locks import exclusive
 from src.utils.paths import expand_home
 
@@ -506,12 +507,12 @@ def _already_there(
         change = _source_change(made, source)
         if change is not None:
             if say_why:
-                print(f"{dataset}: {root} is out of date: {change}; preparing it again (replacing it)")
+                say(f"{dataset}: {root} is out of date: {change}; preparing it again (replacing it)")
             return None
-        print(f"{dataset}: {root} is ready ({_describe(made['splits'])})")
+        say(f"{dataset}: {root} is ready ({_describe(made['splits'])})")
         return made
     if any((root / split).is_dir() for split in SPLITS):
-        print(f"{dataset}: using {root} as it is (laid out by hand: it has no {MARKER})")
+        say(f"{dataset}: using {root} as it is (laid out by hand: it has no {MARKER})")
         return {**recipe, "splits": {}}
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(
@@ -579,7 +580,7 @@ def _prepare(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     how = f"{links.copied:,} copied (another filesystem)" if links.copied else "hard links, no extra disk"
-    print(f"{dataset}: laid out {root}: {_describe(made['splits'])}; {how}")
+    say(f"{dataset}: laid out {root}: {_describe(made['splits'])}; {how}")
     return made
 
 

@@ -69,6 +69,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from src.utils.console import say
+
 __all__ = ["CLASSES", "SPLITS", "VERSION", "generate_dataset", "image_attributes", "render_image"]
 
 VERSION = 2  # bump whenever the pixels change: an existing data set with the same manifest is reused
@@ -335,7 +337,7 @@ def generate_dataset(
                 "it will not be overwritten"
             )
         if existing == manifest:
-            print(f"dataset at {root} is up to date")
+            say(f"dataset at {root} is up to date")
             return root
 
     start = time.perf_counter()
@@ -354,7 +356,7 @@ def generate_dataset(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = 2 * (train_per_class + test_per_class)
-    print(f"wrote {total} images to {root} in {time.perf_counter() - start:.1f} s")
+    say(f"wrote {total} images to {root} in {time.perf_counter() - start:.1f} s")
     return root
 
 

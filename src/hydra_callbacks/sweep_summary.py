@@ -39,6 +39,7 @@ from src.runs.sweeps import (
 )
 from src.utils.atomic import write_atomic
 from src.utils.console import say
+from src.utils.exits import sweep_exit_code
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,6 @@ def _direction(config: DictConfig) -> str:
         return str(getattr(direction, "name", direction))
     metric = str(OmegaConf.select(config, "optimized_metric", default="") or "")
     return "minimize" if "loss" in metric else "maximize"
-
-
-FAILED_JOBS_EXIT_BASE = 100  # a sweep with n jobs that did not complete exits with 100 + n (at most 127)
-
-
-def sweep_exit_code(failed: int) -> int:
-    """The exit code of a sweep in which ``failed`` jobs did not complete (module docstring)."""
-    return FAILED_JOBS_EXIT_BASE + min(failed, 27)
 
 
 class SweepSummary(Callback):

@@ -61,6 +61,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from src.loggers.wandb_records import find_offline_runs
+from src.metric_names import EPOCHS_TRAINED, VAL_ACC, VAL_ACC_BEST
 from src.utils.console import say
 
 # --- online or offline --------------------------------------------------------------------------------------
@@ -222,7 +223,6 @@ def drop_unset_anonymous(logger: WandbLogger) -> None:
 _NAME_SKIPPED_PREFIXES = ("paths.", "hydra.", "hydra/")
 #: config groups named in the notes, in this order
 NOTED_GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "debug")
-EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
 
 
 def _hydra() -> DictConfig | None:
@@ -259,10 +259,19 @@ def shown_overrides(overrides: Iterable[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(_NAME_SKIPPED_PREFIXES)]
 
 
+def _config_dir() -> Path | None:
+    """The folder this run's config was composed from (Hydra's primary config source: the repository's
+    ``conf/``), so that this module need not know where the repository is; None outside Hydra."""
+    hydra_cfg = _hydra()
+    sources = hydra_cfg.runtime.config_sources if hydra_cfg is not None else []
+    return next((Path(s.path) for s in sources if s.provider == "main" and s.schema == "file"), None)
+
+
 def experiment_description(name: str) -> str:
-    """The first comment line of ``conf/experiment/<name>.yaml`` (after ``# @package``), or ``""``."""
-    path = EXPERIMENT_DIR / f"{name}.yaml"
-    if not path.is_file():
+    """The first comment line of ``conf/experiment/<name>.yaml`` (after ``# @package``), or ``""`` (also
+    outside Hydra)."""
+    config_dir = _config_dir()
+    if config_dir is None or not (path := config_dir / "experiment" / f"{name}.yaml").is_file():
         return ""
     for line in path.read_text().splitlines():
         if line.startswith("#") and not line.startswith("# @package"):
@@ -292,9 +301,9 @@ def run_notes() -> str | None:
 # --- what the workspace shows -------------------------------------------------------------------------------
 
 STEP = "trainer/global_step"  # Lightning's WandbLogger logs it with every metric
-EPOCH_AXIS = "kernels/epochs_trained"
+EPOCH_AXIS = EPOCHS_TRAINED
 #: metric -> the summary the runs table shows for it
-SUMMARIES = {"val/acc": "max", "val/acc_best": "max", "val/loss": "min"}
+SUMMARIES = {VAL_ACC: "max", VAL_ACC_BEST: "max", "val/loss": "min"}
 
 
 def define_run_metrics(run: Any) -> None:

@@ -59,8 +59,8 @@ PAPER_INIT_STD = 0.01
 PAPER_BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 # kaiming_paper_conv1: He et al. 2015 everywhere but conv1, which keeps section 5's N(0, 0.01). Kaiming's
 # conv1 std is sqrt(2 / 363) = 0.074: random kernels that large take far longer than a short run to wash
-# out, so a Kaiming conv1 still looks (and scores) random after epochs of training (README, "Training
-# defaults").
+# out, so a Kaiming conv1 still looks (and scores) random after epochs of training (docs/training-
+# defaults.md).
 INIT_SCHEMES = ("paper", "kaiming", "kaiming_paper_conv1")
 
 # Makes the exchange layer of the one-tower-per-process net (``tower_parallel.GatherTowers``) from whether
@@ -144,8 +144,9 @@ class AlexNet(nn.Module):
             in cuda-convnet's and Caffe's convention, divided by n: see ``lrn.py``).
         lrn_after_pool: pool conv1 and conv2 before normalising them (CaffeNet); the paper normalises first.
         channels_last: keep weights and activations in NHWC memory order (inputs are converted in
-            ``forward``). The same outputs, within float rounding. Not part of ``config()``: it says how to
-            run the net, not what it is. (``torch.compile`` is the LightningModule's to apply.)
+            ``forward``). The same outputs, within float rounding. On by default, as in
+            ``conf/model/two_tower.yaml``. Not part of ``config()``: it says how to run the net, not what it
+            is. (``torch.compile`` is the LightningModule's to apply.)
     """
 
     def __init__(
@@ -162,7 +163,7 @@ class AlexNet(nn.Module):
         lrn_alpha: float = LRN_ALPHA,
         lrn_beta: float = LRN_BETA,
         lrn_after_pool: bool = False,
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         table = layer_table(layers)

@@ -4,9 +4,12 @@ Section 5: "We trained our models using stochastic gradient descent with a batch
 momentum of 0.9, and weight decay of 0.0005 ... The learning rate was initialized at 0.01 ... divide the
 learning rate by 10 when the validation error rate stopped improving with the current learning rate."
 
-The optimiser and scheduler arrive as partials from Hydra (``conf/optimizer``, ``conf/scheduler``) and are
-bound to the parameters here. Weight decay applies to weights only, not biases, as in cuda-convnet, whose
-layer definitions give the decay ``wc`` to weights alone.
+The module is built whole from the config's ``module`` node (``conf/train.yaml``), which takes the net,
+the optimiser and the schedule from their groups; none of its settings has a default of its own. The
+optimiser and scheduler arrive as partials from Hydra (``conf/optimizer``, ``conf/scheduler``) and are
+bound to the parameters here, at the rate ``BatchScaledRate`` computed once from the config. Weight decay
+applies to weights only, not biases, as in cuda-convnet, whose layer definitions give the decay ``wc`` to
+weights alone.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.metric_names import TEST_ACC, VAL_ACC, VAL_ACC_BEST
 from src.models.alexnet import AlexNet
 from src.utils.console import say
 
@@ -34,10 +39,35 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
+@dataclass(frozen=True)
+class BatchScaledRate:
+    """The learning rate scaled linearly with the global batch (Goyal et al. 2017, section 2.1): ``lr`` is
+    the rate at batch ``lr_batch`` (``scheduler.lr_batch``), ``value`` the rate at ``batch_size``
+    (``data.batch_size``); ``lr_batch`` None: ``lr`` as given."""
+
+    lr: float
+    lr_batch: int | None
+    batch_size: int
+
+    @property
+    def value(self) -> float:
+        return self.lr * self.batch_size / self.lr_batch if self.lr_batch else self.lr
+
+    def line(self) -> str:
+        """What the run prints when the rate was scaled (empty when it was not)."""
+        if self.value == self.lr:
+            return ""
+        scaled = f"{self.value:g} at batch {self.batch_size}"
+        return f"learning rate: {self.lr:g} at batch {self.lr_batch} -> {scaled}"
+
+
 class TowerClassifier(L.LightningModule):
     """Trains ``net`` on (image, label) batches.
 
     Logs ``{train,val,test}/{loss,acc}``, ``val/acc_best`` and ``lr``.
+
+    Every argument is required (the config's ``module`` node gives them all; ``for_evaluation`` builds a
+    module that only evaluates).
 
     Args:
         net: the network (its hyper-parameters live in the Hydra config, not in the checkpoint's hparams).
@@ -54,21 +84,22 @@ class TowerClassifier(L.LightningModule):
             floor(warmup_fraction x the run's steps))``, so that a short run reaches its full rate early.
             ``None``: ``warmup_steps`` as given, with a warning when it covers more than
             ``WARMUP_WARN_SHARE`` of the run.
-        lr_batch: the global batch the optimizer's ``lr`` is meant for; the rate is scaled linearly to
-            the run's batch (``lr x batch / lr_batch``, Goyal et al. 2017, section 2.1). ``None``: as given.
+        learning_rate: the rate every parameter group trains at, scaled with the batch (``BatchScaledRate``);
+            ``None``: the optimizer's own ``lr``.
         compile: ``torch.compile`` the network in ``configure_model`` (``compile=true`` in the config).
     """
 
     def __init__(
         self,
         net: AlexNet,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_monitor: str = "val/acc",
-        compile: bool = False,
-        warmup_steps: int = 0,
-        lr_batch: int | None = None,
-        warmup_fraction: float | None = None,
+        *,
+        optimizer: OptimizerFactory | None,
+        scheduler: SchedulerFactory | None,
+        scheduler_monitor: str | None,
+        warmup_steps: int,
+        warmup_fraction: float | None,
+        learning_rate: BatchScaledRate | None,
+        compile: bool,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
@@ -76,13 +107,6 @@ class TowerClassifier(L.LightningModule):
         self._inside_warmup_step = False  # optimizer_step has scaled the groups' rates by the warm-up factor
         self._warmup_steps: int | None = None  # the warm-up chosen when training starts (on_train_start)
         self._restored_warmup: int | None = None  # the one a resumed run's checkpoint holds
-        if warmup_steps < 0 or (lr_batch is not None and lr_batch < 1):
-            raise ValueError(
-                f"scheduler.warmup_steps must be >= 0 and scheduler.lr_batch a positive batch or null, "
-                f"got {warmup_steps} and {lr_batch}"
-            )
-        if warmup_fraction is not None and not 0 < warmup_fraction <= 1:
-            raise ValueError(f"scheduler.warmup_fraction must be in (0, 1] or null, got {warmup_fraction}")
         self.compile_net = compile
         self._net_compiled = False
         num_classes = net.num_classes
@@ -92,6 +116,20 @@ class TowerClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
+
+    @classmethod
+    def for_evaluation(cls, net: AlexNet) -> TowerClassifier:
+        """A module that only tests or validates ``net`` (``src/eval.py``): no optimiser, no schedule."""
+        return cls(
+            net,
+            optimizer=None,
+            scheduler=None,
+            scheduler_monitor=None,
+            warmup_steps=0,
+            warmup_fraction=None,
+            learning_rate=None,
+            compile=False,
+        )
 
     def configure_model(self) -> None:
         """Compile the network once, in the process that trains it (a spawned DDP rank compiles its own copy).
@@ -136,20 +174,20 @@ class TowerClassifier(L.LightningModule):
         self.val_loss(loss)
         self.val_acc(logits, batch[1])
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(VAL_ACC, self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # a few batches before training must not count as the best epoch
             return
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+        self.log(VAL_ACC_BEST, self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._step(batch)
         self.test_loss(loss)
         self.test_acc(logits, batch[1])
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        self.log(TEST_ACC, self.test_acc, on_step=False, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[NET_CONFIG_KEY] = self.net.config()
@@ -168,8 +206,8 @@ class TowerClassifier(L.LightningModule):
         run (``ckpt_path=last trainer.max_epochs=...``) does not move a warm-up already under way; a
         checkpoint written before the warm-up fitted the run has none, and it is chosen again.
         """
-        warmup = self.hparams.get("warmup_steps", 0)
-        fraction = self.hparams.get("warmup_fraction")
+        warmup = self.hparams.warmup_steps
+        fraction = self.hparams.warmup_fraction
         restored = self._restored_warmup if self.trainer.ckpt_path else None
         self._restored_warmup = None
         long_warmup = ""
@@ -197,7 +235,7 @@ class TowerClassifier(L.LightningModule):
         """The warm-up this run uses: chosen when training starts; ``warmup_steps`` as given before that."""
         if self._warmup_steps is not None:
             return self._warmup_steps
-        return self.hparams.get("warmup_steps", 0)
+        return self.hparams.warmup_steps
 
     def warmup_factor(self, step: int | None = None) -> float:
         """The share of the scheduled learning rate step ``step`` (0-based; default: the current step) uses
@@ -239,15 +277,6 @@ class TowerClassifier(L.LightningModule):
             for group, lr in zip(optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = lr
 
-    def batch_scaled(self, lr: float) -> float:
-        """``lr`` scaled to the run's global batch when ``lr_batch`` is set (see the class docstring)."""
-        lr_batch = self.hparams.get("lr_batch")
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        batch = getattr(datamodule, "batch_size", None)
-        if not lr_batch or not batch:
-            return lr
-        return lr * int(batch) / lr_batch
-
     def configure_optimizers(self) -> dict[str, Any]:
         if self.hparams.optimizer is None:
             raise ValueError(
@@ -258,14 +287,12 @@ class TowerClassifier(L.LightningModule):
         optimizer = self.hparams.optimizer(
             params=[{"params": weights}, {"params": biases, "weight_decay": 0.0}]
         )
-        given = optimizer.param_groups[0]["lr"]
-        for group in optimizer.param_groups:
-            group["lr"] = self.batch_scaled(group["lr"])
-        if optimizer.param_groups[0]["lr"] != given and self.trainer.is_global_zero:
-            say(
-                f"learning rate: {given:g} at batch {self.hparams.lr_batch} -> "
-                f"{optimizer.param_groups[0]['lr']:g} at batch {self.trainer.datamodule.batch_size}"
-            )
+        rate = self.hparams.learning_rate
+        if rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = rate.value
+            if rate.line() and (self._trainer is None or self.trainer.is_global_zero):
+                say(rate.line())
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = self.hparams.scheduler(optimizer=optimizer)

@@ -17,8 +17,8 @@ A plain ``nn.LocalResponseNorm`` over all 96 conv1 maps would let maps 46-47 of 
 tower 1, so here the channels are split into ``towers`` equal groups and each group is normalised alone.
 
 Speed. ``F.local_response_norm`` builds the window sum from a padded copy and a 3-d average pool, and autograd
-differentiates every step: on the conv1 activation at batch 32 (32x96x55x55) that is about 300 ms forward and
-backward on a 2-core CPU, a third of a training step. Writing ``s_i = k + alpha/n * sum_{j in W(i)} a_j^2``
+differentiates every step: on the conv1 activation that is a large share of a CPU training step (measured:
+docs/benchmarks.md). Writing ``s_i = k + alpha/n * sum_{j in W(i)} a_j^2``
 for the scale and ``b_i = a_i s_i^-beta`` for the output, the backward is
 
     d loss / d a_m = g_m s_m^-beta - (2 alpha beta / n) a_m sum_{i : m in W(i)} g_i b_i / s_i
@@ -29,12 +29,11 @@ of these formulas, with the same numbers (tests):
 - On the CPU, the C++ kernel ``csrc/tower_lrn.cpp`` (built on first use, ``lrn_kernel.py``): forward and
   backward each read their inputs once and write their result once, in fp32 arithmetic for any input dtype;
   the backward recomputes the scale from the input, so nothing beyond the input (which the ReLU before keeps
-  anyway) is saved. torch.compile calls it inside its graph. Forward and backward on conv1 at batch 32 take
-  about 15 ms when freed memory is kept (as ``train`` does; 23 ms otherwise), 14x faster than
-  ``nn.LocalResponseNorm`` (``make bench``).
+  anyway) is saved. torch.compile calls it inside its graph. Its speed against ``nn.LocalResponseNorm``,
+  with and without freed memory kept (as ``train`` does): ``make bench``, docs/benchmarks.md.
 - Elsewhere (GPU, float64, or where the kernel cannot be built) ``_TowerLRN``: the same formulas in ~20
-  elementwise torch passes with a hand-written backward; it keeps the scale as one extra activation. About
-  4x faster than ``nn.LocalResponseNorm`` on the CPU.
+  elementwise torch passes with a hand-written backward; it keeps the scale as one extra activation; still
+  faster than ``nn.LocalResponseNorm``.
 
 bf16 (autocast): the scale ``2 + 2e-5 * sum`` differs from 2 by less than bf16 can resolve near 2 (its
 spacing there is 1/64) for all but large activations, so both always compute in fp32, and the output is
@@ -161,7 +160,7 @@ class _TowerLRN(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         maps, out, scale = ctx.saved_tensors
         size, alpha, beta = ctx.lrn
-        # Mixed-dtype elementwise ops are ~10x slower on CPU than converting first, so convert first.
+        # Mixed-dtype elementwise ops are much slower on CPU than converting first, so convert first.
         grad_maps = grad.unflatten(1, maps.shape[1:3]).to(scale.dtype)
         ratio = torch.div(out, scale).mul_(grad_maps)  # g_i b_i / s_i
         grad_x = _inverse_power(scale, beta).mul_(grad_maps)  # g_m s_m^-beta

@@ -3,8 +3,7 @@
 ``torch.utils.cpp_extension.load`` compiles the source with the system C++ compiler and ninja into
 ``~/.cache/alexnet-towers/extensions/<digest>/`` (``$XDG_CACHE_HOME`` is honoured), where the digest covers
 the source, the compiler flags, torch and Python, so a changed source or another CPU gets its own build.
-The first build takes about 10 s on two cores; ``make install`` does it up front. Later processes only
-load the library (0.1 s).
+``make install`` builds it up front; later processes only load the library.
 
 Where the kernel cannot be built (no compiler, no ninja) ``kernel_ops()`` returns None once, with a warning
 that says why, and ``src/models/lrn.py`` keeps its eager version: slower, same numbers.

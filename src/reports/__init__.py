@@ -1,2 +1,2 @@
 """Reports over finished runs: read their logged metrics and saved kernels; write tables, figures, markdown.
-Nothing here is imported by training."""
+Each report is run as ``python -m src.reports.<name>``. Nothing here is imported by training."""

@@ -32,9 +32,8 @@ from lightning.fabric.plugins import TorchCheckpointIO
 
 from src.runs.folders import last_checkpoint, run_checkpoint
 from src.utils.atomic import replacing
-from src.utils.exits import exit_on_error
+from src.utils.exits import ERROR_EXIT_CODE, exit_on_error
 
-WRITE_FAILED_EXIT_CODE = 1
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -136,10 +135,10 @@ def exit_when_write_fails(
     trainer: L.Trainer, output_dir: str | Path, close: Callable[[int], None]
 ) -> AbstractContextManager[None]:
     """After a ``CheckpointWriteError`` in the block: say what was not written, what is kept and how to go
-    on (``failed_write_message``), ``close`` the loggers, exit with ``WRITE_FAILED_EXIT_CODE`` (1), with no
+    on (``failed_write_message``), ``close`` the loggers, exit with ``ERROR_EXIT_CODE`` (1), with no
     traceback."""
 
     def describe(failed: CheckpointWriteError) -> str:
         return failed_write_message(failed, Path(output_dir))
 
-    return exit_on_error(CheckpointWriteError, WRITE_FAILED_EXIT_CODE, trainer, close, describe)
+    return exit_on_error(CheckpointWriteError, ERROR_EXIT_CODE, trainer, close, describe)

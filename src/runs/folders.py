@@ -7,13 +7,24 @@ Written by Hydra and Lightning::
         .hydra.pending/                                a resumed run's new configuration, until it trains
         .run.lock                                      held (flock) by the process writing the run, its pid
         checkpoints/last.ckpt, epoch_NNN.ckpt          torch.save'd dicts: "state_dict", "net_config", "epoch"
-        wandb_run_id.txt, wandb/, csv/, kernels/       the loggers' and callbacks' files
+        csv/version_N/metrics.csv                      every logged number, one version per process
+        DIED.txt                                       why the run died, if it did (training_health.py)
+        wandb_run_id.txt, wandb/, kernels/             the other loggers' and callbacks' files
     outputs/<task>/multiruns/<date>_<time>/<job>/      one job of a sweep, laid out as a run
 
 Two questions have an answer here, each with its own function: which run was started last
 (``latest_run``: what ``ckpt_path=last`` resumes, ``src/runs/resume.py``), and which checkpoint was written
 last under a folder of runs and sweeps (``latest_checkpoint``: what the notebook and ``src/analyse.py``
 show when given a folder).
+
+**What a run is.** One definition, :func:`is_run_dir`: a folder holding ``.hydra/``, which Hydra writes
+into the job's folder before the job does anything else. It is the one mark every run has from its start
+(a run that stopped before its first checkpoint or its first logged row is still the run that
+``ckpt_path=last`` names, and a folder a second run into it would overwrite), and one that no other folder has
+(``checkpoints/`` and ``csv/`` are Lightning's, and a sweep folder holds neither ``.hydra/`` nor a run's
+records). A reader that needs more of a run asks for it with a named filter on top: :func:`has_checkpoint`
+(the analysis command and the notebook load a net) or :func:`src.runs.metrics.has_metrics` (the reports read
+the logged numbers); :func:`find_runs` finds the runs that pass one under a folder.
 
 One process writes a run folder at a time: ``hold_run_folder`` takes an exclusive ``flock`` on
 ``<run>/.run.lock`` (holding the process id) before Hydra writes there, and a second run into the same folder
@@ -25,23 +36,30 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from src.utils.locks import is_the_file_at
+from filelock import FileLock, Timeout
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
+from src.utils.locks import deleted_on_release
 
 CHECKPOINT_DIR = "checkpoints"
 #: The checkpoint written at the end of every epoch (``conf/callbacks/default.yaml``, ``last_checkpoint``).
 LAST_CHECKPOINT = "last.ckpt"
 RUNS_DIR = "runs"
 HYDRA_SUBDIR = ".hydra"
+#: The run's configuration as Hydra composed it (``model.towers``, ``seed``, the whole recipe).
+HYDRA_CONFIG = Path(HYDRA_SUBDIR) / "config.yaml"
+#: The command-line overrides the run was started with.
+HYDRA_OVERRIDES = Path(HYDRA_SUBDIR) / "overrides.yaml"
+#: Lightning's CSV log (``logger=csv`` or ``wandb_csv``): one ``version_N`` per process, so a resumed run has
+#: several (``src/runs/metrics.py`` reads them together).
+METRICS_GLOB = "csv/version_*/metrics.csv"
+#: Written by the training-health callback (``src/callbacks/training_health.py``) when the run dies: the
+#: step and the reason.
+DIED_FILE = "DIED.txt"
 PENDING_SUBDIR = ".hydra.pending"  # a resumed run's new configuration, until it trains (CommitRunConfig)
 RUN_LOCK = ".run.lock"  # held by the process writing the run (hold_run_folder)
 #: The environment variables that give a process's global rank (as ``lightning``'s ``rank_zero_only`` reads
@@ -51,8 +69,14 @@ _held: set[Path] = set()  # the run folders this process holds (hold_run_folder 
 
 
 def is_run_dir(path: Path) -> bool:
-    """A folder ``src/train.py`` wrote: Hydra keeps the run's configuration in ``.hydra/``."""
+    """Whether ``path`` is a run: a folder ``src/train.py`` (or ``src/eval.py``) wrote, holding the
+    ``.hydra/`` that Hydra writes first (the module docstring says why this is the one definition)."""
     return (path / HYDRA_SUBDIR).is_dir()
+
+
+def has_checkpoint(run: Path) -> bool:
+    """Whether the run has saved a net: a ``checkpoints/*.ckpt`` file."""
+    return bool(_checkpoints(run))
 
 
 def discard_unstarted_run(run: Path) -> bool:
@@ -72,7 +96,7 @@ def started(run: Path) -> float:
     ``.hydra.pending/`` does not count: a resume that was refused (other data, a bad override) leaves it
     there without having trained, and must not make that run the one ``ckpt_path=last`` continues. A resume
     that trains moves it over ``.hydra/`` (``commit_run_config``), written when the resume started."""
-    config = run / HYDRA_SUBDIR / "config.yaml"
+    config = run / HYDRA_CONFIG
     return config.stat().st_mtime if config.is_file() else run.stat().st_mtime
 
 
@@ -95,7 +119,7 @@ def hold_run_folder(run: str | os.PathLike[str] | None) -> Iterator[None]:
     lock goes with the process (a killed run releases it); the file is deleted while still held, so a
     finished run leaves none, and a folder this call created that stays empty is removed again.
     """
-    if run is None or fcntl is None or global_rank() != 0:
+    if run is None or global_rank() != 0:
         yield
         return
     run = Path(run).expanduser().absolute()
@@ -105,35 +129,29 @@ def hold_run_folder(run: str | os.PathLike[str] | None) -> Iterator[None]:
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     lock = run / RUN_LOCK
-    while True:
-        handle = open(lock, "a+")  # noqa: SIM115 - held until the body ends
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise SystemExit(
-                f"error: {run} is being written by another run (process {holder}, holding {lock}): nothing "
-                "was written; wait for it to end, or write to another folder (hydra.run.dir=<new folder>)"
-            ) from None
-        if is_the_file_at(handle.fileno(), lock):
-            break
-        handle.close()  # its holder deleted it as it let go: lock the path again
+    held = FileLock(lock, on_acquired=_write_pid)
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        _held.add(run)
-        yield
+        held.acquire(blocking=False)
+    except Timeout:
+        holder = lock.read_text().strip() if lock.is_file() else ""
+        raise SystemExit(
+            f"error: {run} is being written by another run (process {holder or 'unknown'}, holding {lock}): "
+            "nothing was written; wait for it to end, or write to another folder (hydra.run.dir=<new folder>)"
+        ) from None
+    try:
+        with deleted_on_release(held):
+            _held.add(run)
+            yield
     finally:
         _held.discard(run)
-        lock.unlink(missing_ok=True)  # while still held, so that no waiter takes a stale lock
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
         if created and run.is_dir() and not any(run.iterdir()):
             run.rmdir()
+
+
+def _write_pid(fd: int) -> None:
+    """Write this process's id into the lock file just locked (what a refused run names)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def latest_run(runs_dir: Path) -> Path | None:
@@ -159,17 +177,25 @@ def natural_key(path: Path) -> list[Any]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
 
 
-def find_runs(folder: str | os.PathLike[str]) -> list[Path]:
-    """Run folders at any depth under ``folder`` (``folder`` included): those with ``checkpoints/*.ckpt``.
+def find_runs(
+    folder: str | os.PathLike[str], having: Callable[[Path], bool] = has_checkpoint, wanted: str = ""
+) -> list[Path]:
+    """The runs at any depth under ``folder`` (``folder`` included) that pass the filter ``having``: by
+    default those with a checkpoint (``has_checkpoint``).
 
-    A run of ``src/train.py`` keeps ``checkpoints/last.ckpt`` (and ``epoch_NNN.ckpt``); a sweep keeps one such
-    folder per job. Hidden folders (``.hydra``, ...) are not searched and symbolic links are not followed.
+    A run of ``src/train.py`` is one such folder; a sweep keeps one per job. A run's own subfolders are not
+    searched, hidden folders (``.hydra``, ...) neither, and symbolic links are not followed.
+
+    Args:
+        folder: a run, or a folder above runs (a sweep folder, ``outputs/``).
+        having: the filter on top of :func:`is_run_dir`.
+        wanted: what ``having`` asks for, as the error names it (default: ``checkpoints/*.ckpt``).
 
     Returns:
         The run folders, sorted by path (job numbers in numeric order).
 
     Raises:
-        FileNotFoundError: naming ``folder`` when it does not exist or holds no run.
+        FileNotFoundError: naming ``folder`` when it does not exist or holds no such run.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -177,12 +203,15 @@ def find_runs(folder: str | os.PathLike[str]) -> list[Path]:
     runs: list[Path] = []
     for current, dirs, _ in os.walk(root):
         here = Path(current)
-        if _checkpoints(here):
-            runs.append(here)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != CHECKPOINT_DIR]
+        if is_run_dir(here):
+            if having(here):
+                runs.append(here)
+            dirs.clear()
+        else:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
     if not runs:
         raise FileNotFoundError(
-            f"no training runs under {root}: no folder there holds {CHECKPOINT_DIR}/*.ckpt "
+            f"no training runs under {root}: no folder there holds {wanted or CHECKPOINT_DIR + '/*.ckpt'} "
             "(write one with `python src/train.py`)"
         )
     return sorted(runs, key=natural_key)
@@ -218,8 +247,15 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path:
 def latest_sweep(outputs_dir: str | os.PathLike[str]) -> Path | None:
     """The newest sweep folder ``<outputs_dir>/<task>/multiruns/<date>_<time>`` holding a run, or None."""
     sweeps = [p for p in Path(outputs_dir).glob("*/multiruns/*") if p.is_dir() and not p.name.startswith(".")]
-    with_runs = [p for p in sweeps if any(True for _ in p.rglob(f"{CHECKPOINT_DIR}/*.ckpt"))]
+    with_runs = [p for p in sweeps if _holds_run(p)]
     return max(with_runs, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+
+def _holds_run(folder: Path) -> bool:
+    try:
+        return bool(find_runs(folder))
+    except FileNotFoundError:
+        return False
 
 
 def run_dir_of(checkpoint: str | os.PathLike[str]) -> Path:
@@ -239,6 +275,6 @@ def checkpoint_for(path: str | os.PathLike[str]) -> Path:
         return path
     if not path.exists():
         raise FileNotFoundError(f"no such checkpoint or run folder: {path}")
-    if _checkpoints(path):
+    if has_checkpoint(path):
         return run_checkpoint(path)
     return latest_checkpoint(path)

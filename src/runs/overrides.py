@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from src.runs.folders import HYDRA_SUBDIR
+from src.runs.folders import HYDRA_OVERRIDES
 from src.runs.paths import check_inherited_root
 from src.utils.paths import expand_home_in_overrides
 
@@ -75,7 +75,7 @@ def add_or_replace(override: str) -> str:
 
 def saved_overrides(run_dir: Path) -> list[str]:
     """The task overrides a run was started with (``<run>/.hydra/overrides.yaml``), or ``[]``."""
-    path = run_dir / HYDRA_SUBDIR / "overrides.yaml"
+    path = run_dir / HYDRA_OVERRIDES
     if not path.is_file():
         return []
     return [respell(str(o)) for o in yaml.safe_load(path.read_text()) or []]

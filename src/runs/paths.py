@@ -24,8 +24,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-#: The repository root: the folder holding ``src/`` and ``conf/``.
+#: The repository root: the folder holding ``src/`` and ``conf/``. The project's one answer to "where is
+#: the repository": entry points, the bench and the notebook import it rather than work it out again.
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The Hydra configuration folder (``conf/``).
+CONF_DIR = REPO_ROOT / "conf"
 RESOLVER = "project_root"
 ENV_VAR = "PROJECT_ROOT"
 

@@ -45,10 +45,13 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
-from src.runs.folders import HYDRA_SUBDIR, last_checkpoint
+from src.metric_names import TEST_ACC, VAL_ACC, VAL_ACC_BEST
+from src.runs.folders import HYDRA_OVERRIDES, last_checkpoint
+from src.runs.metrics import read_metrics
 from src.runs.overrides import override_key, override_value
 from src.utils.atomic import write_atomic
 from src.utils.console import say
+from src.utils.exits import DIED_EXIT_CODE, ERROR_EXIT_CODE, INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 
 __all__ = [
     "DIED",
@@ -71,16 +74,15 @@ JOB_RESULT = "job_result.json"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 #: Final metrics reported for every job (the last value each logged).
-DEFAULT_METRICS = ("val/acc", "val/acc_best", "test/acc")
+DEFAULT_METRICS = (VAL_ACC, VAL_ACC_BEST, TEST_ACC)
 #: Logged once per validation: the job's ``epochs`` column counts its values.
-EPOCH_METRIC = "val/acc"
+EPOCH_METRIC = VAL_ACC
 #: The status of a job the dead-run detector stopped (exit code 3 in a single run), and of any other job
 #: that ended early (an exception, a checkpoint not written, bad data: ``SystemExit`` with another code).
 DIED, FAILED = "died", "failed"
 COMPLETED = "COMPLETED"  # Hydra's JobStatus.COMPLETED.name
 #: Exit codes that stop the whole sweep, as they stop a single run: Ctrl-C (130) and SIGTERM (143).
-STOP_SWEEP_CODES = (130, 143)
-DIED_EXIT_CODE = 3  # src/callbacks/training_health.py (not imported: it pulls in Lightning)
+STOP_SWEEP_CODES = (INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE)
 
 T = TypeVar("T")
 
@@ -144,7 +146,7 @@ def _finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         try:
-            wandb.finish(exit_code=1)
+            wandb.finish(exit_code=ERROR_EXIT_CODE)
         except Exception as error:  # never let this hide the job's own failure
             log.warning(f"could not finish the failed job's W&B run: {error}")
 
@@ -184,7 +186,7 @@ def find_jobs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
         for p in sweep_dir.iterdir()
         if p.is_dir()
         and not p.name.startswith(".")
-        and ((p / JOB_RESULT).is_file() or (p / HYDRA_SUBDIR / "overrides.yaml").is_file())
+        and ((p / JOB_RESULT).is_file() or (p / HYDRA_OVERRIDES).is_file())
     ]
     return sorted(jobs, key=_job_key)
 
@@ -206,13 +208,9 @@ def _last_values(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str], get=
 
 
 def _from_csv(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
-    """Last values from Lightning's CSV log, ``csv/version_*/metrics.csv`` (the newest version)."""
-    files = sorted(job_dir.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
-    if not files:
-        return {}
-    with files[-1].open(newline="") as f:
-        rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
-    return _last_values(rows, metrics)
+    """Last values from Lightning's CSV log, every ``csv/version_*/metrics.csv`` merged (a resumed job has
+    one per process: :func:`src.runs.metrics.read_metrics`)."""
+    return _last_values(read_metrics(job_dir), metrics)
 
 
 def _from_wandb(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
@@ -284,7 +282,7 @@ def read_job(job_dir: str | os.PathLike[str], metrics: Sequence[str] = DEFAULT_M
     if result_file.is_file():
         row = json.loads(result_file.read_text())
     else:  # killed, or still running
-        overrides = OmegaConf.load(job_dir / HYDRA_SUBDIR / "overrides.yaml")
+        overrides = OmegaConf.load(job_dir / HYDRA_OVERRIDES)
         row = {"job": _job_key(job_dir)[0], "status": "no result", "overrides": list(overrides)}
     row.setdefault("returned", None)
     row.setdefault("error", None)

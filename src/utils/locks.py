@@ -1,60 +1,45 @@
-"""One process at a time: an exclusive ``flock`` on a lock file, for builds that must not run twice.
+"""One process at a time: an exclusive file lock (``filelock``), for builds that must not run twice.
 
-The lock file exists only while a process holds it: the holder deletes it before it lets go, so a finished
-(or failed) build leaves no ``.lock`` behind. A process that was waiting then holds the lock of a deleted
-file, which guards nothing; it sees that (the path is gone or is another file) and locks the path again.
+``filelock.FileLock`` takes an ``flock`` on the lock file (so a killed holder releases it) and, while another
+process holds it, polls until it can have it. What it does not do is delete the file: it keeps a native
+lock's file on release so that waiters share one inode. A finished (or failed) build here must leave no
+``.lock`` behind, so ``deleted_on_release`` deletes it while still holding the lock, then lets go. That is
+safe with filelock: a waiter that then locks the deleted file sees it has no name any more (``st_nlink``
+is 0), lets it go and locks the path again.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from src.utils.console import say
+from filelock import BaseFileLock, FileLock, Timeout
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock (one builder per machine, as documented)
-    fcntl = None  # type: ignore[assignment]
+from src.utils.console import say
 
 
 @contextmanager
 def exclusive(lock_path: Path, building: Path | str) -> Iterator[None]:
-    """Hold an exclusive flock on ``lock_path``; while another process holds it, say so and wait.
+    """Hold an exclusive lock on ``lock_path``; while another process holds it, say so once and wait.
 
-    ``building`` names what the lock guards, for the waiting message. The lock goes with the process: a
-    killed holder releases it. (flock over NFS depends on the server.)
+    ``building`` names what the lock guards, for the waiting message. (flock over NFS depends on the server.)
     """
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    waited = False
-    while True:
-        with open(lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not waited:
-                    say(f"waiting for another process building {building} ...")
-                    waited = True
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            if not is_the_file_at(handle.fileno(), lock_path):  # its holder deleted it: lock the path again
-                continue
-            try:
-                yield
-            finally:
-                lock_path.unlink(missing_ok=True)  # while still held, so that no waiter takes a stale lock
-                fcntl.flock(handle, fcntl.LOCK_UN)
-            return
-
-
-def is_the_file_at(fd: int, path: Path) -> bool:
-    """Whether the open file ``fd`` is the file now at ``path``."""
+    lock = FileLock(lock_path)
     try:
-        here = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
+        lock.acquire(blocking=False)
+    except Timeout:
+        say(f"waiting for another process building {building} ...")
+        lock.acquire()
+    with deleted_on_release(lock):
+        yield
+
+
+@contextmanager
+def deleted_on_release(lock: BaseFileLock) -> Iterator[None]:
+    """Run the body holding the acquired ``lock``; then delete its file while still holding it, and let go."""
+    try:
+        yield
+    finally:
+        Path(lock.lock_file).unlink(missing_ok=True)  # while held, so that no waiter takes a stale lock
+        lock.release()

@@ -14,8 +14,8 @@ def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the system at once.
 
     By default glibc serves every allocation over 32 MiB with a fresh ``mmap`` and unmaps it on ``free``; the
-    next tensor of that size then takes a page fault on each of its 4 KiB pages (~25 ms for the 37 MB conv1
-    activation at batch 32 on one core). A training step allocates dozens of such tensors. With this the
+    next tensor of that size then takes a page fault on each of its 4 KiB pages (the 37 MB conv1 activation at
+    batch 32 is one such tensor). A training step allocates dozens of such tensors. With this the
     process keeps its peak memory mapped (``ru_maxrss`` grows accordingly). False where it is not glibc.
     """
     name = ctypes.util.find_library("c")

@@ -5,10 +5,9 @@ a CPU that has no bf16 arithmetic, where it is slower, not faster.
 supports it, a CPU with AVX512-BF16 or AMX), else 32-bit (``32-true``); the run prints which and why. A
 precision given on the command line (``trainer.precision=32-true``) is used as given.
 
-On CPUs with AVX512-BF16 or AMX, ``trainer.precision=bf16-mixed`` is about 1.7x the fp32 step (README,
-"Speed"). On CPUs without them (AVX2 only, for example) oneDNN emulates bf16 and the same step ran 18x
-*slower* than fp32 (0.8 against 14.2 img/s, two-tower net, batch 64, one thread, an AMD EPYC with AVX2):
-a 10-epoch run that should take an hour takes a day, and nothing said why.
+On CPUs with AVX512-BF16 or AMX, ``trainer.precision=bf16-mixed`` is faster than the fp32 step. On CPUs
+without them (AVX2 only, for example) oneDNN emulates bf16 and the same step runs many times *slower*
+than fp32 (both measured: docs/benchmarks.md), and nothing said why.
 """
 
 from __future__ import annotations

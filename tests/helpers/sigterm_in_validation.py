@@ -1,5 +1,5 @@
 """A test-only callback for ``tests/test_defaults_e2e.py``, put into ``python src/train.py`` from the command
-line (``+callbacks.sigterm._target_=tests.sigterm_in_validation.SigtermInLastValidation``).
+line (``+callbacks.sigterm._target_=tests.helpers.sigterm_in_validation.SigtermInLastValidation``).
 
 It sends SIGTERM to its own process at the first batch of the last epoch's validation (never the sanity
 check), as a cluster's preemption notice could land, and records in the run folder what it saw, so the test

@@ -11,7 +11,8 @@ resumes from its own checkpoint:
 - ``<out>/<mode>_4.ckpt`` after 4 steps, resumed from ``<mode>_2.ckpt`` in a new fit;
 - ``single_from_towers``: ``<out>/single_from_towers_4.ckpt``, one process resumed from ``towers_2.ckpt``.
 
-Lightning starts rank 1 by running this script again, so both fits happen on both ranks.
+Lightning starts rank 1 by running this script again, so both fits happen on both ranks. ``src`` comes from
+the editable install (``make install``), ``trainers`` from this script's own folder (tests/helpers/).
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer  # run as a script: its own folder, tests/helpers/, is importable
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
-
-from src.models.alexnet import AlexNet  # noqa: E402
-from src.models.classifier import TowerClassifier  # noqa: E402
-from src.strategies.towers import TowerParallelStrategy  # noqa: E402
-from tests.conftest import quiet_trainer  # noqa: E402
+from src.config.compose import constant_rate_module
+from src.models.alexnet import AlexNet
+from src.models.classifier import TowerClassifier
+from src.strategies.towers import TowerParallelStrategy
 
 WIDTHS = (16, 32, 48, 48, 32)  # divisible by 2 towers; small enough for a quick CPU run
 FC_WIDTH = 64
@@ -49,7 +48,7 @@ def module(seed: int = 0) -> TowerClassifier:
     torch.manual_seed(seed)
     net = AlexNet(3, towers=2, conv_widths=WIDTHS, fc_width=FC_WIDTH, dropout=0.0)
     optimizer = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
-    return TowerClassifier(net, optimizer=optimizer)
+    return constant_rate_module(net, optimizer)
 
 
 def trainer(mode: str, steps: int) -> L.Trainer:

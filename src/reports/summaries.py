@@ -4,7 +4,7 @@ Section 6.1 / figure 3 of the paper: of the two-tower net's 96 conv1 kernels, th
 "largely color-agnostic" and the 48 on GPU 2 "largely color-specific", in every run. This module loads the
 network of a run written by ``python src/train.py`` (single runs and ``-m`` sweeps, found by
 :mod:`src.runs.folders`), scores its conv1 kernels with :mod:`src.analysis.colour` (``summarise_run``) and
-lays the results out as a table (``summary_table``); :mod:`src.analysis.figures` draws them.
+lays the results out as a table (``summary_table``); :mod:`src.reports.figures` draws them.
 ``notebooks/kernels.ipynb`` is a thin front end to these functions, and ``src/analyse.py`` to
 ``first_layer`` and ``describe_stats``.
 
@@ -33,7 +33,7 @@ from src.analysis.colour import TowerColourStats, stats_for_model_kernels
 from src.analysis.reference_kernels import CAFFENET_PICTURE, caffenet_towers
 from src.models.caffe_weights import WEIGHTS_SUFFIX, alexnet_from_caffe_weights
 from src.models.classifier import load_network, network_from_checkpoint
-from src.runs.folders import HYDRA_SUBDIR, checkpoint_for, natural_key, run_dir_of
+from src.runs.folders import HYDRA_CONFIG, checkpoint_for, natural_key, run_dir_of
 
 __all__ = [
     "CAFFENET",
@@ -46,7 +46,6 @@ __all__ = [
     "summary_table",
 ]
 
-HYDRA_CONFIG = Path(HYDRA_SUBDIR) / "config.yaml"
 #: The source name of the reference first layer (:mod:`src.analysis.reference_kernels`).
 CAFFENET = "caffenet"
 

@@ -1,6 +1,6 @@
-"""Per-epoch curves of training runs, as one CSV and one markdown table (README, "Training defaults").
+"""Per-epoch curves of training runs, as one CSV and one markdown table (docs/training-defaults.md).
 
-    python scripts/recipe_curves.py --out docs/recipes [--keep] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+    python -m src.reports.recipe_curves --out docs/recipes [--keep] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 Reads each run's ``csv/version_*/metrics.csv`` (``logger=csv``; a resumed run's versions in order, later
 values win) and writes ``<out>/curves.csv`` (one row per run and epoch: mean training loss, validation
@@ -17,28 +17,28 @@ import csv
 import io
 from pathlib import Path
 
-from src.analysis.figure3_report import metrics_files
+from src.metric_names import VAL_ACC
+from src.runs.folders import DIED_FILE, METRICS_GLOB
+from src.runs.metrics import metrics_files, read_metrics
 
 COLUMNS = ["run", "epoch", "train_loss", "val_acc", "low_freq"]
 
 
 def epoch_rows(run_dir: Path) -> list[dict[str, float]]:
-    """Per finished epoch: train/loss_epoch, val/acc and kernels/low_freq from the run's metrics.csv files."""
-    versions = metrics_files(run_dir)
-    if not versions:
-        raise FileNotFoundError(f"{run_dir}: no csv/version_*/metrics.csv: not a logger=csv run folder")
+    """Per finished epoch: train/loss_epoch, val/acc and kernels/low_freq from the run's metrics.csv files
+    (:func:`src.runs.metrics.read_metrics`: a resumed run's versions merged)."""
+    if not metrics_files(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_GLOB}: not a logger=csv run folder")
     epochs: dict[int, dict[str, float]] = {}
-    for metrics in versions:
-        with open(metrics) as file:
-            for row in csv.DictReader(file):
-                if not row.get("epoch"):
-                    continue
-                epoch = int(float(row["epoch"]))
-                for key, name in (("train/loss_epoch", "train_loss"), ("val/acc", "val_acc")):
-                    if row.get(key):
-                        epochs.setdefault(epoch, {})[name] = float(row[key])
-                if row.get("kernels/low_freq") and row.get("val/acc"):
-                    epochs.setdefault(epoch, {})["low_freq"] = float(row["kernels/low_freq"])
+    for row in read_metrics(run_dir):
+        if "epoch" not in row:
+            continue
+        epoch = int(row["epoch"])
+        for key, name in (("train/loss_epoch", "train_loss"), (VAL_ACC, "val_acc")):
+            if key in row:
+                epochs.setdefault(epoch, {})[name] = row[key]
+        if "kernels/low_freq" in row and VAL_ACC in row:
+            epochs.setdefault(epoch, {})["low_freq"] = row["kernels/low_freq"]
     return [{"epoch": e} | epochs[e] for e in sorted(epochs) if "val_acc" in epochs[e]]
 
 
@@ -79,7 +79,7 @@ def main() -> None:
         for row in rows:
             writer.writerow({"run": label} | {k: (f"{v:.4f}" if k != "epoch" else v) for k, v in row.items()})
         cells = [f"{r.get('train_loss', float('nan')):.2f} / {r['val_acc']:.3f}" for r in rows]
-        died = run_dir / "DIED.txt" if run_dir else None
+        died = run_dir / DIED_FILE if run_dir else None
         if died and died.is_file():
             cells.append("died: " + died.read_text().split(":")[0].removeprefix("training died at "))
         lines.append((label, cells))

@@ -1,7 +1,7 @@
 """Figures over runs (section 6.1, figure 3 of Krizhevsky et al., NIPS 2012), for the notebook and reports.
 
 ``kernels_plot`` shows one net's conv1 kernels per tower; ``split_by_towers_plot`` the split statistic of
-every run (:class:`~src.analysis.summaries.RunSummary`) against its tower count, beside the chance level
+every run (:class:`~src.reports.summaries.RunSummary`) against its tower count, beside the chance level
 (``fresh_splits``: the split of freshly initialised nets of every tower count) and, optionally, a reference:
 the split of a net that really learned ImageNet (CaffeNet's, from :mod:`src.analysis.reference_kernels`).
 What training logs is drawn by :mod:`src.analysis.kernel_images` instead.
@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from src.analysis.colour import stats_for_model_kernels
 from src.analysis.kernel_images import towers_figure
 from src.analysis.reference_kernels import ReferenceSplit
-from src.analysis.summaries import RunSummary, fmt, sort_key
 from src.models.alexnet import AlexNet
+from src.reports.summaries import RunSummary, fmt, sort_key
 
 __all__ = ["RANDOM_INIT_SEEDS", "fresh_splits", "kernels_plot", "split_by_towers_plot"]
 

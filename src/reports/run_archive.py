@@ -1,9 +1,9 @@
 """Keep the small part of a run that a report is made from, so that the report can be made again anywhere.
 
-    python -m src.analysis.run_archive RUN [RUN ...] --into docs/figure3/runs [--commit SHA]
+    python -m src.reports.run_archive RUN [RUN ...] --into docs/figure3/runs [--commit SHA]
 
 A run folder holds checkpoints (for the two-tower net a 455 MB ``last.ckpt`` and the best epoch's 228 MB of
-weights) beside a few kilobytes of results. The Figure 3 report (:mod:`src.analysis.figure3_report`) reads
+weights) beside a few kilobytes of results. The Figure 3 report (:mod:`src.reports.figure3_report`) reads
 only the results, so this copies, per run, into ``<into>/<run name>/``:
 
 - ``.hydra/config.yaml`` and ``.hydra/overrides.yaml`` (the arm, the seed, the whole recipe);
@@ -32,16 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from src.analysis.figure3_report import (
-    DIED_FILE,
-    HYDRA_CONFIG,
-    METRICS_GLOB,
-    PICTURES_GLOB,
-    RUN_FILE,
-    read_run,
-)
+from src.reports.figure3_runs import PICTURES_GLOB, RUN_FILE, read_run
+from src.runs.folders import DIED_FILE, HYDRA_CONFIG, HYDRA_OVERRIDES, METRICS_GLOB
+from src.runs.metrics import has_metrics, metrics_files
+from src.runs.paths import REPO_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_GLOB = "kernels/epoch_*_weights.npz"  # src/callbacks/tower_kernels.py writes one per snapshot
 WEIGHTS_FILE = "weights.npz"
 
@@ -61,7 +56,7 @@ def keep_weights(snapshots: list[Path], path: Path) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def code_commit(root: Path = PROJECT_ROOT) -> str | None:
+def code_commit(root: Path = REPO_ROOT) -> str | None:
     """The commit checked out at ``root`` (``+dirty`` when files differ from it), None outside git."""
     try:
         sha = subprocess.run(
@@ -87,13 +82,13 @@ def archive_run(run_dir: Path, into: Path, commit: str | None) -> Path:
         FileNotFoundError: the run has no ``.hydra/config.yaml`` or no metrics.
     """
     run = read_run(run_dir)
-    if not list(run_dir.glob(METRICS_GLOB)):
+    if not has_metrics(run_dir):
         raise FileNotFoundError(f"{run_dir}: no {METRICS_GLOB} to keep")
     target = into / run_dir.name
     partial = into / f".{run_dir.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    sources = [run_dir / HYDRA_CONFIG, run_dir / HYDRA_CONFIG.with_name("overrides.yaml")]
-    sources += sorted(run_dir.glob(METRICS_GLOB))
+    sources = [run_dir / HYDRA_CONFIG, run_dir / HYDRA_OVERRIDES]
+    sources += metrics_files(run_dir)
     pictures = sorted(run_dir.glob(PICTURES_GLOB))
     sources += [pictures[0], pictures[-1]] if pictures else []
     sources += [run_dir / DIED_FILE]
