@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +297,10 @@ def test_an_archived_run_reads_as_the_run_itself_with_its_times(tmp_path: Path) 
     fake_run(run, 2, 1, 0.3, 0.6, 0.5, 0.7)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x" * 1000)
+    (run / "train.log").write_text("[2026-12-07 06:43:32] epoch 1/2  train/loss 3.6  1m02s\n")
+    snapshot = run / "kernels" / "epoch_001_weights.npz"
+    np.savez(snapshot, conv1=np.zeros((4, 3, 5, 5), np.float32), conv2=np.zeros((2, 2, 5, 5), np.float32))
+    os.utime(snapshot, (START + 62, START + 62))
     archive_main([str(run), "--into", str(tmp_path / "kept"), "--commit", "abc123"])
     kept = tmp_path / "kept" / "t2_s1"
     assert not (kept / "checkpoints").exists()
@@ -312,7 +318,10 @@ def test_an_archived_run_reads_as_the_run_itself_with_its_times(tmp_path: Path) 
         original.test_acc,
     )
     assert copy.fit_s == pytest.approx(FIT_S) and copy.job_s == pytest.approx(JOB_S)
-    assert '"commit": "abc123"' in (kept / RUN_FILE).read_text()
+    record = json.loads((kept / RUN_FILE).read_text())
+    assert record["commit"] == "abc123"
+    assert (kept / "train.log").read_text().startswith("[2026-12-07 06:43:32] epoch 1/2")
+    assert datetime.fromisoformat(record["snapshots"]["001"]).timestamp() == pytest.approx(START + 62)
 
 
 def test_a_resumed_runs_wall_times_leave_out_the_pause(tmp_path: Path) -> None:

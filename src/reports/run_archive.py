@@ -9,12 +9,13 @@ only the results, so this copies, per run, into ``<into>/<run name>/``:
 - ``.hydra/config.yaml`` and ``.hydra/overrides.yaml`` (the arm, the seed, the whole recipe);
 - ``csv/version_*/metrics.csv`` (every logged number);
 - the first and the last ``kernels/epoch_NNN_figure3.png`` (the pictures at initialisation and at the end);
-- ``DIED.txt`` if the run died (``src/callbacks/training_health.py``);
+- ``DIED.txt`` if the run died (``src/callbacks/training_health.py``), and the run's log (``train.log``: what
+  the console showed, one time-stamped line per epoch);
 - ``weights.npz`` when the run saved its weights per snapshot (``kernels/epoch_NNN_weights.npz``): conv1 at
   every snapshot (``conv1_epoch_NNN``, 29 kB each for the 64-pixel net) and conv2 at the first and the last
   (``conv2_epoch_NNN``), enough to score any conv1 measure again per epoch and Distill's test at the end;
 - ``run.json``: the wall times the report otherwise reads from file times (which a copy, and git, lose),
-  the code's commit and the host.
+  when each epoch's weights were saved (``snapshots``), the code's commit and the host.
 
 The report reads such a folder as it reads the run itself (``run.json``'s times win over file times).
 Checkpoints, W&B folders and the per-epoch pictures stay behind.
@@ -28,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,7 @@ def archive_run(run_dir: Path, into: Path, commit: str | None) -> Path:
     pictures = sorted(run_dir.glob(PICTURES_GLOB))
     sources += [pictures[0], pictures[-1]] if pictures else []
     sources += [run_dir / DIED_FILE]
+    sources += sorted(run_dir.glob("*.log"))  # the run's log (Hydra's job logging): one line per epoch, timed
     for source in sources:
         if source.is_file():
             destination = partial / source.relative_to(run_dir)
@@ -105,6 +108,11 @@ def archive_run(run_dir: Path, into: Path, commit: str | None) -> Path:
         "commit": commit,
         "host": f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'})",
         "source": str(run_dir.resolve()),
+        # when each epoch's weights were saved: the epochs' wall times, also of epochs before the log had them
+        "snapshots": {
+            path.name.split("_")[1]: datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
+            for path in sorted(run_dir.glob(WEIGHTS_GLOB))
+        },
     }
     keep_weights(sorted(run_dir.glob(WEIGHTS_GLOB)), partial / WEIGHTS_FILE)
     (partial / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
