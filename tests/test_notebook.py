@@ -3,6 +3,7 @@ command, on runs that kept their logs and pictures but no checkpoint."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -160,7 +161,9 @@ def test_the_documented_command_runs_with_the_default_run_and_no_sweep(
     # A stand-in repository whose outputs/ holds one logged run and no sweep: the defaults are used for both.
     repo = tmp_path / "repo"
     (repo / "notebooks").mkdir(parents=True)
-    (repo / "src").symlink_to(ROOT / "src")
+    # A copy, not a link: the notebook finds the repository from src/'s own place (src/runs/paths.py), and
+    # PYTHONPATH puts this copy ahead of the editable install's finder, which maps src to ROOT/src.
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(NOTEBOOK, repo / "notebooks" / NOTEBOOK.name)
     run = repo / "outputs" / "train" / "runs" / "2026-01-01_00-00-00"
     fake_run(run, 2, 0, 0.9, 0.5, 0.1, 0.9)
@@ -168,7 +171,8 @@ def test_the_documented_command_runs_with_the_default_run_and_no_sweep(
     command += [f"--output={repo / 'outputs' / 'kernels'}"]  # as documented: --output=$PWD/outputs/kernels
     if jupyter_env != "python3":  # this python's kernel, where the python3 spec is another python's
         command += [f"--kernel_name={jupyter_env}"]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
     nb = nbformat.read(repo / "outputs" / "kernels.ipynb", as_version=4)

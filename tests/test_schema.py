@@ -17,7 +17,9 @@ REFUSED = {
     "trainer.precision=17": "error: trainer.precision=17: expected one of auto, 64, 32, 16, "
     "transformer-engine, transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, 32-true, "
     "64-true, 64, 32, 16, bf16",
-    "optimizer.lr=abc": "error: optimizer.lr=abc: expected a number > 0",
+    "optimizer.lr=abc": "error: optimizer.lr=abc: expected a number >= 0",
+    "optimizer.lr=-0.01": "error: optimizer.lr=-0.01: expected a number >= 0",
+    "model.dropout=1.5": "error: model.dropout=1.5: expected a number in [0, 1]",
     "data.crop_size=0": "error: data.crop_size=0: expected an integer >= 1",
     "scheduler.warmup_fraction=2": "error: scheduler.warmup_fraction=2: expected a number in (0, 1] or null",
     "data.batch_size=2.5": "error: data.batch_size=2.5: expected an integer >= 1",
@@ -55,6 +57,7 @@ def test_right_values_of_the_same_keys_pass(tmp_path: Path) -> None:
         "data.val_views=ten",
         "trainer.precision=bf16-mixed",
         "optimizer.lr=1",  # an integer is a number
+        "model.dropout=1",  # torch's own range: the dead run it trains is stopped by training_health
         "data.crop_size=256",
         "scheduler.warmup_fraction=null",
         "model.conv_widths=[96,256,384,384,256]",

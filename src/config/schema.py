@@ -80,7 +80,7 @@ class Model(Section):
         Expect("a list of 5 integers >= 1 (conv1..conv5) or null"),
     ]
     fc_width: _integer(1, null=True)
-    dropout: _number(0, 1, "[)")
+    dropout: _number(0, 1, "[]")  # torch.nn.Dropout's range; p = 1 trains a dead net: training_health stops
     lrn_size: _integer(1)
     lrn_k: _number(0, math.inf, "[]")
     lrn_alpha: _number(0, math.inf, "[]")
@@ -114,7 +114,7 @@ class Data(Section):
 
 
 class Optimizer(Section):
-    lr: _number(0, math.inf, "()")
+    lr: _number(0, math.inf, "[]")  # torch.optim.SGD's range; lr 0 keeps the weights (a loaded net's check)
     momentum: _number(0, math.inf, "[]")
     weight_decay: _number(0, math.inf, "[]")
 
