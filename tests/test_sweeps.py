@@ -263,7 +263,7 @@ def test_multirun_gives_one_folder_one_wandb_run_and_one_row_per_job(tmp_path: P
     ]
     for row in table:
         assert 0 <= float(row["returned"]) <= 1 and row["returned"] == row["val/acc_best"]  # optimized_metric
-        assert row["val/acc"] and row["test/acc"] and row["epochs"] == "1"  # read from the W&B logs
+        assert row["val/acc"] and row["test/acc"] and row["epochs"] == "1"  # read from the CSV logs
     assert f"sweep summary: {sweep / 'summary.csv'}" in result.stdout
     print(f"2-job multirun with W&B: {time.monotonic() - start:.0f} s")
 
@@ -275,9 +275,7 @@ def test_ddp_spawn_multirun_runs_each_job_once_on_two_processes(tmp_path: Path, 
     result = train_cli(
         *[a for a in TINY_SWEEP if a != "trainer=cpu"],
         f"data.root={tmp_path / 'synthetic'}",
-        # W&B, not CSV: Lightning's CSVLogger cannot append test metrics from the process that ddp_spawn
-        # starts for trainer.test (its writer does not know the file's columns: ValueError).
-        "logger=wandb",
+        "logger=wandb",  # and the CSV log, which fit's and test's spawned processes both write
         "trainer=ddp_spawn",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -295,6 +293,10 @@ def test_ddp_spawn_multirun_runs_each_job_once_on_two_processes(tmp_path: Path, 
     assert "batch: 8 global = 2 devices x 4" in result.stdout  # each job trained on two processes
     table = read_csv(sweep / "summary.csv")
     assert [r["status"] for r in table] == ["COMPLETED", "COMPLETED"] and all(r["test/acc"] for r in table)
+    for job in jobs:  # one CSV version per job: test's rows after fit's, under one header
+        (metrics,) = job.glob("csv/version_*/metrics.csv")
+        rows = read_csv(metrics)
+        assert [bool(r["val/acc"]) for r in rows if r["val/acc"] or r["test/acc"]] == [True, False]
     print(f"2-job ddp_spawn multirun: {time.monotonic() - start:.0f} s")
 
 

@@ -109,4 +109,4 @@ def test_the_users_own_mode_is_kept_and_disabled_says_nothing_is_saved(
     monkeypatch.setenv("WANDB_MODE", "disabled")
     mode, line = choose_wandb_mode()
     assert mode == "disabled"
-    assert line is not None and "saves nothing" in line and "logger=wandb_csv" in line
+    assert line is not None and "saves nothing" in line and "csv/version_*/metrics.csv" in line

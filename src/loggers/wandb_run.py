@@ -12,8 +12,8 @@ once. So, unless the user chose a mode (``WANDB_MODE``):
   its offline folder, and ``wandb sync <run dir>/wandb/offline-run-*`` uploads it later.
 
 Each choice that was not the user's is said in one line. ``WANDB_MODE=disabled`` is the user's to choose, and
-it saves no metrics anywhere (W&B writes no files at all): the line says so, and that ``logger=wandb_csv`` or
-``logger=csv`` keeps them in a CSV file.
+W&B writes no files at all: the line says so, and that the run's CSV log (which every logger config keeps)
+still holds the metrics.
 
 **The run id** (``wandb_logger``). A run keeps its W&B id in ``<run>/wandb_run_id.txt`` (``write_run_id``,
 written when the run starts; for older runs the id is read from the ``wandb/*run-<time>-<id>`` folder names),
@@ -121,8 +121,8 @@ def choose_wandb_mode(timeout_s: float = REACH_TIMEOUT_S) -> tuple[str, str | No
     chosen = os.environ.get("WANDB_MODE")
     if chosen == "disabled":
         return chosen, (
-            "W&B: WANDB_MODE=disabled: W&B saves nothing, neither online nor offline; to keep the metrics in "
-            "a CSV file as well, add logger=wandb_csv (or logger=csv)"
+            "W&B: WANDB_MODE=disabled: W&B saves nothing, neither online nor offline; the metrics are in "
+            "the run's CSV log, csv/version_*/metrics.csv"
         )
     if chosen:
         return chosen, None

@@ -25,7 +25,7 @@ that made them is the first line of ``figure3.md`` and the ``Comment`` of each P
 Each argument is a run folder (one holding ``csv/version_*/metrics.csv``), a folder searched for run folders
 (a sweep folder, ``outputs/``), or a glob of either. Read from each run:
 
-- ``csv/version_*/metrics.csv`` (Lightning's CSVLogger: ``logger=csv`` or ``wandb_csv``). The kernel scores
+- ``csv/version_*/metrics.csv`` (the CSV log every logger config keeps). The kernel scores
   are on the rows with ``kernels/epochs_trained`` (0: at initialisation); ``val/acc`` on rows whose
   ``epoch`` E means E + 1 epochs trained; ``test/acc`` once, after fitting. A resumed run continues in
   ``version_1``, ...: the versions are read in order, later values win.

@@ -12,8 +12,8 @@ folder per job under its sweep folder::
 table after every job and when the sweep ends (``write_summary``): the job number, status, one column per
 override that differs between jobs, the value the job returned to the sweeper (``optimized_metric``), and
 the final logged metrics (the last ``val/acc``, ``val/acc_best``, ``test/acc`` and the number of validated
-epochs), read from the job's CSV log, else its W&B log (``wandb/*run-*/run-*.wandb``, also offline), else
-``checkpoints/last.ckpt``. A job killed before its end is listed as ``no result``.
+epochs), read from the job's CSV log (every logger config keeps one), else ``checkpoints/last.ckpt``. A job
+killed before its end is listed as ``no result``.
 
 A job that dies or fails does not stop the sweep: ``src/train.py``'s ``main`` runs each job through
 ``run_job``, which, under ``-m`` only, catches what would end a single run (a dead or diverged run's exit
@@ -29,7 +29,6 @@ W&B names and groups a sweep's jobs itself: ``src/loggers/wandb_run.py``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -191,17 +190,16 @@ def find_jobs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(jobs, key=_job_key)
 
 
-def _last_values(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str], get=None) -> dict[str, float]:
+def _last_values(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, float]:
     """The last number each metric took in ``rows``, and ``epochs``: how many rows logged ``val/acc``."""
-    get = get or (lambda row, key: row.get(key))
     found: dict[str, float] = {}
     epochs = 0
     for row in rows:
         for key in metrics:
-            value = as_number(get(row, key))
+            value = as_number(row.get(key))
             if value is not None:
                 found[key] = value
-        epochs += as_number(get(row, EPOCH_METRIC)) is not None
+        epochs += as_number(row.get(EPOCH_METRIC)) is not None
     if epochs:
         found["epochs"] = epochs
     return found
@@ -211,20 +209,6 @@ def _from_csv(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
     """Last values from Lightning's CSV log, every ``csv/version_*/metrics.csv`` merged (a resumed job has
     one per process: :func:`src.runs.metrics.read_metrics`)."""
     return _last_values(read_metrics(job_dir), metrics)
-
-
-def _from_wandb(job_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
-    """Last values from the job's W&B record log (offline or online runs keep it under ``wandb/``)."""
-    from src.loggers.wandb_records import get_value, read_history, wait_until_finished
-
-    runs = sorted(p for p in job_dir.glob("wandb/*run-*") if p.is_dir() and not p.is_symlink())
-    runs = [p for p in runs if list(p.glob("run-*.wandb"))]
-    if not runs:
-        return {}
-    # wandb.finish() may return before wandb-core wrote the end of the log; a crashed run never ends it
-    with contextlib.suppress(TimeoutError):
-        wait_until_finished(runs[-1], timeout=5.0)
-    return _last_values(read_history(runs[-1]), metrics, get=get_value)
 
 
 def _from_checkpoint(job_dir: Path) -> dict[str, float]:
@@ -256,18 +240,18 @@ def job_metrics(
 ) -> dict[str, float]:
     """The last logged value of each of ``metrics``, and ``epochs`` (how many validations were logged).
 
-    Read from the job's CSV log, else its W&B log, else its ``checkpoints/last.ckpt`` (which knows only the
-    checkpoint's monitored metric, ``val/acc``, its best value and the epoch). Empty when there is none.
+    Read from the job's CSV log (every logger config keeps one: ``conf/logger/csv.yaml``), else its
+    ``checkpoints/last.ckpt`` (which knows only the checkpoint's monitored metric, ``val/acc``, its best value
+    and the epoch). Empty when there is neither.
     """
     job_dir = Path(job_dir)
-    for reader in (_from_csv, _from_wandb):
-        try:
-            found = reader(job_dir, metrics)
-        except (OSError, ValueError) as error:
-            log.warning(f"could not read {reader.__name__[6:]} metrics of {job_dir}: {error}")
-            found = {}
-        if found:
-            return found
+    try:
+        found = _from_csv(job_dir, metrics)
+    except (OSError, ValueError) as error:
+        log.warning(f"could not read the CSV metrics of {job_dir}: {error}")
+        found = {}
+    if found:
+        return found
     try:
         return _from_checkpoint(job_dir)
     except Exception as error:  # an unreadable checkpoint leaves the cells empty
