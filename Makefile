@@ -35,7 +35,7 @@ DATA ?= data=imagenette
 figure3: $(STAMP)  ## the Figure 3 sweep, e.g. make figure3 DATA="data=folders data.root=DIR data.num_classes=10"
 	$(BIN)/python src/train.py -m experiment=figure3 model.towers=$(TOWERS) seed=$(SEEDS) $(DATA) $(ARGS)
 
-test: $(STAMP)  ## lint and format check, then the test suite in random order (about 10 minutes on 2 cores) without the long runs
+test: $(STAMP)  ## lint and format check, then the test suite in random order (about 14 minutes on a quiet 2-core machine) without the long runs
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
