@@ -54,8 +54,8 @@ HYDRA_SUBDIR = ".hydra"
 HYDRA_CONFIG = Path(HYDRA_SUBDIR) / "config.yaml"
 #: The command-line overrides the run was started with.
 HYDRA_OVERRIDES = Path(HYDRA_SUBDIR) / "overrides.yaml"
-#: The CSV log every logger config keeps (``conf/logger/csv.yaml``): one ``version_N`` per process, so a resumed run has
-#: several (``src/runs/metrics.py`` reads them together).
+#: The CSV log every logger config keeps (``conf/logger/csv.yaml``): one ``version_N`` per process, so a
+#: resumed run has several (``src/runs/metrics.py`` reads them together).
 METRICS_GLOB = "csv/version_*/metrics.csv"
 #: Written by the training-health callback (``src/callbacks/training_health.py``) when the run dies: the
 #: step and the reason.

@@ -1,7 +1,8 @@
 """The numbers a run logged, read back from Lightning's CSV log: the one reader of ``metrics.csv``.
 
-Every logger config keeps a CSV log (``conf/logger/csv.yaml``, included by ``wandb`` and ``tensorboard``): ``<run>/csv/version_N/metrics.csv``,
-one row per ``log_metrics`` call, one column per metric ever logged (an empty cell where a row has none).
+Every logger config keeps a CSV log (``conf/logger/csv.yaml``, included by ``wandb`` and ``tensorboard``):
+``<run>/csv/version_N/metrics.csv``, one row per ``log_metrics`` call, one column per metric ever logged (an
+empty cell where a row has none).
 Each process writes its own ``version_N``, so a run that was stopped and resumed has several; read alone,
 the newest would hold only the epochs since the resume. :func:`read_metrics` reads them all, in the order
 their processes wrote them, and merges them by ``(epoch, step)``: a row a resumed process wrote again
