@@ -108,7 +108,7 @@ def test_debug_wins_over_an_experiment_and_the_command_line_over_debug(tmp_path:
     assert cfg.model.init == "paper" and cfg.trainer.max_epochs == 3 and cfg.trainer.accelerator == "cpu"
     overrides = ["debug=limit", "trainer.max_epochs=5", "logger=wandb", "data.batch_size=4"]
     cfg = compose_train(overrides, tmp_path)
-    assert cfg.trainer.max_epochs == 5 and list(cfg.logger) == ["wandb"] and cfg.data.batch_size == 4
+    assert cfg.trainer.max_epochs == 5 and list(cfg.logger) == ["wandb", "csv"] and cfg.data.batch_size == 4
 
 
 def write_folder_dataset(root: Path, classes: int = 3, per_class: int = 6) -> None:

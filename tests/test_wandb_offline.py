@@ -274,9 +274,10 @@ import sys
 from pathlib import Path
 from src.loggers.build import build_loggers, finish
 from tests.conftest import compose_train
-(logger,) = build_loggers(compose_train(["logger=wandb"], Path(sys.argv[1])))
-logger.log_metrics({"x": 1.5}, step=3)
-finish([logger])
+loggers = build_loggers(compose_train(["logger=wandb"], Path(sys.argv[1])))
+for logger in loggers:  # W&B, then the CSV log every logger config keeps
+    logger.log_metrics({"x": 1.5}, step=3)
+finish(loggers)
 """
 
 
