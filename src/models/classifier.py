@@ -113,6 +113,8 @@ class TowerClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # updated with each batch's mean weighted by its size: an epoch's loss is the mean over its images,
+        # whatever their order and however small the last batch
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
@@ -162,7 +164,7 @@ class TowerClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits = self._step(batch)
         labels = batch[1]
-        self.train_loss(loss)
+        self.train_loss(loss, weight=len(batch[1]))
         self.train_acc(logits, labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -171,7 +173,7 @@ class TowerClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._step(batch)
-        self.val_loss(loss)
+        self.val_loss(loss, weight=len(batch[1]))
         self.val_acc(logits, batch[1])
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log(VAL_ACC, self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -184,7 +186,7 @@ class TowerClassifier(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._step(batch)
-        self.test_loss(loss)
+        self.test_loss(loss, weight=len(batch[1]))
         self.test_acc(logits, batch[1])
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log(TEST_ACC, self.test_acc, on_step=False, on_epoch=True)
