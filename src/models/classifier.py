@@ -164,7 +164,7 @@ class TowerClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits = self._step(batch)
         labels = batch[1]
-        self.train_loss(loss, weight=len(batch[1]))
+        self.train_loss(loss, weight=len(labels))
         self.train_acc(logits, labels)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
