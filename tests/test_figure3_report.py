@@ -269,6 +269,18 @@ def test_the_default_out_is_the_report_folder_in_what_the_sources_share(tmp_path
     assert figure3_report.default_out([sweep / "1"]) == sweep / "1" / "report"  # one run: in its folder
 
 
+def test_archived_runs_in_the_docs_need_an_explicit_out(tmp_path: Path) -> None:
+    """``python -m src.reports.figure3_report docs/figure3/runs`` must not write into ``docs/``."""
+    docs = tmp_path / "docs"
+    (docs / "figure3" / "runs" / "t2_s0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"inside .*docs.*--out docs to update the committed report"):
+        figure3_report.default_out([docs / "figure3" / "runs"], docs=docs)
+    assert list((docs / "figure3" / "runs").iterdir()) == [docs / "figure3" / "runs" / "t2_s0"]
+    with pytest.raises(SystemExit, match="--out"):  # the real docs folder, from the command line
+        figure3_report.main([str(figure3_report.DOCS / "figure3" / "runs")])
+    assert not (figure3_report.DOCS / "figure3" / "runs" / "report").exists()
+
+
 @pytest.mark.parametrize("towers", [1, 2, 4])
 def test_experiment_composes_with_towers_and_folders_data(towers: int, tmp_path: Path) -> None:
     data = ["data=folders", f"data.root={tmp_path}", "data.num_classes=10"]

@@ -76,11 +76,13 @@ from src.reports.figure3_numbers import csv_text, epoch_columns, run_columns, ru
 from src.reports.figure3_plots import low_freq_plot, png_info, save_figure, split_plot
 from src.reports.figure3_references import DEFAULT_BAND_SEEDS, Reference, caffenet_reference, random_band
 from src.reports.figure3_runs import LOW_FREQ, Run, by_arm, find_run_dirs, read_runs
+from src.runs.paths import REPO_ROOT
 
 __all__ = ["default_out", "main", "write_report"]
 
 COMMAND = "python -m src.reports.figure3_report"
 REPORT_DIR = "report"  # without --out, the report goes to <the sweep folder>/report/
+DOCS = REPO_ROOT / "docs"  # the committed documentation, archived runs included: never a default output
 
 
 def write_report(
@@ -123,9 +125,14 @@ def write_report(
     return path
 
 
-def default_out(sources: Iterable[str | os.PathLike[str]]) -> Path:
+def default_out(sources: Iterable[str | os.PathLike[str]], docs: Path = DOCS) -> Path:
     """Where the report goes without ``--out``: ``report/`` in the folder the sources share (the sweep
-    folder given, or the one above the run folders or the glob's matches), never over the committed report."""
+    folder given, or the one above the run folders or the glob's matches), never over the committed report.
+
+    Raises:
+        SystemExit: for runs inside ``docs`` (the committed archives, ``docs/figure3/runs``): a default
+            must not write into the committed documentation, so ``--out`` must say where.
+    """
     sources = list(sources)
     paths = []
     for source in sources:
@@ -134,7 +141,14 @@ def default_out(sources: Iterable[str | os.PathLike[str]]) -> Path:
         paths += [os.path.abspath(p) for p in matches if Path(p).is_dir()]
     if not paths:
         raise FileNotFoundError(f"{', '.join(map(str, sources))}: no folder there to write the report under")
-    return Path(os.path.commonpath(paths)) / REPORT_DIR
+    common = Path(os.path.commonpath(paths))
+    if common.is_relative_to(docs.resolve()):
+        raise SystemExit(
+            f"error: {common} is inside {docs}, the committed documentation: without --out the report would "
+            f"be written there; name where it goes: --out docs to update the committed report, or "
+            f"--out <folder> for a copy elsewhere"
+        )
+    return common / REPORT_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -28,6 +28,7 @@ SPLIT = "kernels/split"
 AUC = "kernels/auc"
 SPLIT_P = "kernels/split_p"
 LOW_FREQ = "kernels/low_freq"
+STEP = "step"  # Lightning's step column of metrics.csv
 
 
 def tower_keys(t: int) -> tuple[str, str]:
@@ -105,13 +106,14 @@ def find_run_dirs(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def epoch_scores(run_dir: Path) -> tuple[dict[int, dict[str, float]], float | None]:
-    """Per epoch trained, ``val/acc`` and the ``kernels/*`` scores; and the last ``test/acc``."""
+    """Per epoch trained, ``val/acc``, the ``kernels/*`` scores and the ``step`` they were logged at; and the
+    last ``test/acc``."""
     epochs: dict[int, dict[str, float]] = {}
     test_acc = None
     for values in read_metrics(run_dir):
         if EPOCHS_TRAINED in values:
-            kernels = {k: v for k, v in values.items() if k.startswith("kernels/")}
-            epochs.setdefault(int(values[EPOCHS_TRAINED]), {}).update(kernels)
+            kept = {k: v for k, v in values.items() if k.startswith("kernels/") or k == STEP}
+            epochs.setdefault(int(values[EPOCHS_TRAINED]), {}).update(kept)
         if VAL_ACC in values and "epoch" in values:
             epochs.setdefault(int(values["epoch"]) + 1, {})[VAL_ACC] = values[VAL_ACC]
         if TEST_ACC in values:
