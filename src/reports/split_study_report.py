@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from src.analysis.colour import COLOUR_THRESHOLD
 from src.reports.figure3_references import Reference
+from src.reports.split_study_arms import ARMS
 from src.reports.split_study_rule import PLANNED, TOWERS, Finding, findings
 from src.reports.split_study_runs import StudyRun
 from src.reports.summaries import fmt
@@ -30,12 +31,6 @@ BEGIN = (
 )
 END = "<!-- end of the generated results -->"
 FIGURE = "split_vs_step.png"
-ARM_NAMES = {
-    "A": "two towers, 200 classes",
-    "C": "one tower, 200 classes (the control)",
-    "B": "two towers, 10 classes, A's steps",
-    "E": "four towers, 200 classes",
-}
 
 
 def finished(run: StudyRun) -> bool:
@@ -78,7 +73,7 @@ def arm_table(arm: str, runs: Sequence[StudyRun], doc_dir: Path) -> list[str]:
     """The arm's runs, one row each, and the spread of their final splits."""
     last_column = "singular-vector separation" if TOWERS[arm] == 1 else "frequency split"
     lines = [
-        f"### Arm {arm}: {ARM_NAMES[arm]} ({len(runs)} of {PLANNED[arm]} runs)",
+        f"### Arm {arm}: {ARMS[arm].what} ({len(runs)} of {PLANNED[arm]} runs)",
         "",
         "| run | seed | epochs | steps | fit time | split | AUC | p | colour-specific share per tower"
         f" (score > {COLOUR_THRESHOLD})"
@@ -151,7 +146,7 @@ def split_figure(
             if column == 0:
                 ax.set_ylabel(f"conv1 {label} (2 AUC - 1)")
             if row == 0:
-                ax.set_title(f"arm {arm}: {ARM_NAMES[arm]}", fontsize="medium")
+                ax.set_title(f"arm {arm}: {ARMS[arm].what}", fontsize="medium")
             ax.legend(fontsize="x-small", loc="best")
     return fig
 

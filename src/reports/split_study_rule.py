@@ -16,15 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.reports.split_study_arms import ARMS
 from src.reports.split_study_runs import StudyRun
 
 #: "A run learned": its conv1 learning measure at least twice the random kernels' 0.20, and its ten-view test
 #: accuracy at least ten times chance (1/200).
 LEARNED_MEASURE = 0.40
 LEARNED_TEST_ACC = 0.05
-#: Runs per arm that the rule names (seeds 1, 2, 3 for A and C; 1, 2 for B and E).
-PLANNED = {"A": 3, "C": 3, "B": 2, "E": 2}
-TOWERS = {"A": 2, "C": 1, "B": 2, "E": 4}
+#: Runs per arm that the rule names (seeds 1, 2, 3 for A and C; 1, 2 for B and E), and each arm's towers.
+PLANNED = {name: len(arm.seeds) for name, arm in ARMS.items()}
+TOWERS = {name: arm.towers for name, arm in ARMS.items()}
 SPLITS_NEEDED = 2  # condition 1: at least 2 of the 3 A runs split
 SEPARATIONS_NEEDED = 2  # Distill's test: at least 2 of 3 C runs
 
