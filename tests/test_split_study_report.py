@@ -118,6 +118,7 @@ def study_run(arm: str, seed: int, split: float, change: float | None = None, **
         auc=(split + 1) / 2,
         p=0.01,
         colour_fractions=(0.5, 0.1),
+        tower_learning=(0.5, 0.5),
         change_split=split if change is None else change,
         learning=final.get("learning", 0.5),
         frequency_split=final.get("frequency_split", 0.1),
@@ -242,8 +243,16 @@ def test_the_command_writes_the_section_and_the_figure_and_check_sees_staleness(
     assert "| A_s1 | 1 | 2 | 1,408 | 20 min | 1.000 |" in text
     assert "`A_s2` (2 epochs archived)" in text  # not tested yet: in progress, outside the verdict
     assert "arm A has 1 of its 3 runs finished" in text
-    assert "![split against steps](study/figures/split_vs_step.png)" in text
-    assert (tmp_path / "study" / "figures" / "split_vs_step.png").stat().st_size > 10_000
+    assert "![split against steps](study/results/split_vs_step.png)" in text
+    assert (tmp_path / "study" / "results" / "split_vs_step.png").stat().st_size > 10_000
+    with (tmp_path / "study" / "results" / "snapshots.csv").open() as file:
+        snapshots = list(csv.DictReader(file))
+    assert [(r["run"], r["epochs"], r["step"]) for r in snapshots][:3] == [
+        ("A_s1", "0", "0"),
+        ("A_s1", "1", "704"),
+        ("A_s1", "2", "1408"),
+    ]
+    assert float(snapshots[2]["split"]) == pytest.approx(1.0) and snapshots[2]["colour_fraction_t0"] == "0.0"
     check = ["report", "--runs", str(runs), "--bands", str(bands), "--doc", str(doc), "--check"]
     with pytest.raises(SystemExit) as fresh:
         main(check)
@@ -252,7 +261,7 @@ def test_the_command_writes_the_section_and_the_figure_and_check_sees_staleness(
     with pytest.raises(SystemExit) as stale:
         main(check)
     assert stale.value.code == 1
-    assert "differs from the archives" in capsys.readouterr().out
+    assert "differ from the archives" in capsys.readouterr().out
     assert "1,409" in doc.read_text()  # --check writes nothing
 
 

@@ -40,7 +40,8 @@ class Snapshot:
     """conv1's measures after ``epochs`` epochs (``step`` SGD steps; 0 and 0 at initialisation).
 
     ``p`` is the two-group Mann-Whitney p (None for four towers); ``colour_fractions`` per tower (for one
-    tower, its two fixed halves); ``learning`` the mean low-frequency share; ``change_split`` the split of
+    tower, its two fixed halves); ``learning`` the mean low-frequency share of all kernels and
+    ``tower_learning`` of each tower's (arm E's per-tower frequency score); ``change_split`` the split of
     conv1 minus its initial weights (0 at initialisation).
     """
 
@@ -50,6 +51,7 @@ class Snapshot:
     auc: float
     p: float | None
     colour_fractions: tuple[float, ...]
+    tower_learning: tuple[float, ...]
     change_split: float
     learning: float
     frequency_split: float
@@ -105,6 +107,7 @@ def measure(conv1: torch.Tensor, initial: torch.Tensor, towers: int, epochs: int
         auc=stats.auc,
         p=stats.p_value,
         colour_fractions=stats.fractions,
+        tower_learning=stats.low_frequency,
         change_split=change.split if epochs else 0.0,
         learning=float(low_frequency_share(conv1).mean()),
         frequency_split=frequency_split(per_tower),
