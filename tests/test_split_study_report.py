@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from src.analysis.colour import stats_for_model_kernels
 from src.reports.split_study import DOC, STUDY, main, write_report
@@ -75,6 +76,8 @@ def fake_archive(
         writer.writeheader()
         writer.writerows(rows)
     (folder / "run.json").write_text(json.dumps({"fit_s": 600.0 * epochs}))
+    (folder / "kernels").mkdir()
+    Image.new("RGB", (8, 4)).save(folder / "kernels" / f"epoch_{epochs:03d}_figure3.png")
     return folder
 
 
@@ -244,6 +247,7 @@ def test_the_command_writes_the_section_and_the_figure_and_check_sees_staleness(
     assert "`A_s2` (2 epochs archived)" in text  # not tested yet: in progress, outside the verdict
     assert "arm A has 1 of its 3 runs finished" in text
     assert "![split against steps](study/results/split_vs_step.png)" in text
+    assert "| ![conv1 of A_s1](study/runs/A_s1/kernels/epoch_002_figure3.png) |" in text
     assert (tmp_path / "study" / "results" / "split_vs_step.png").stat().st_size > 10_000
     with (tmp_path / "study" / "results" / "snapshots.csv").open() as file:
         snapshots = list(csv.DictReader(file))

@@ -97,13 +97,14 @@ def arm_table(arm: str, runs: Sequence[StudyRun], doc_dir: Path) -> list[str]:
             f"{max(mean - 2 * sd, 0.0):.3f}-{min(mean + 2 * sd, 1.0):.3f}.",
             "",
         ]
-    shown = sorted(runs, key=lambda r: r.final.split)[(len(runs) - 1) // 2]
-    if shown.picture is not None:
+    pictured = [r for r in runs if r.picture is not None]
+    if pictured:
         lines += [
-            f"Figure 3 of `{shown.name}` (the run at the arm's median split, {shown.final.split:.3f}) after "
-            f"{shown.final.epochs} epochs, tower 0 on top:",
+            "Figure 3 of each run at its end (conv1, tower 0 on top; for one tower, its two halves):",
             "",
-            f"![conv1 of {shown.name}]({link(shown.picture, doc_dir)})",
+            "| " + " | ".join(f"`{r.name}`: split {r.final.split:.3f}" for r in pictured) + " |",
+            "|" + "---|" * len(pictured),
+            "| " + " | ".join(f"![conv1 of {r.name}]({link(r.picture, doc_dir)})" for r in pictured) + " |",
             "",
         ]
     return lines
