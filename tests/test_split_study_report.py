@@ -265,7 +265,7 @@ def test_the_command_writes_the_section_and_the_figure_and_check_sees_staleness(
     with pytest.raises(SystemExit) as stale:
         main(check)
     assert stale.value.code == 1
-    assert "differ from the archives" in capsys.readouterr().out
+    assert f"{doc}: not what the archives in {runs} give" in capsys.readouterr().out
     assert "1,409" in doc.read_text()  # --check writes nothing
 
 
