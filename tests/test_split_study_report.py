@@ -275,3 +275,12 @@ def test_the_committed_results_section_is_what_the_committed_archives_give(
     assert write_report(STUDY / "runs", STUDY / "fresh_bands.csv", DOC, check=True) == 0, (
         capsys.readouterr().out
     )
+
+
+def test_four_towers_read_with_a_score_per_tower_and_no_p(tmp_path: Path) -> None:
+    run = read_study_run(fake_archive(tmp_path, "E_s1", towers=4))
+    assert (run.arm, run.towers) == ("E", 4)
+    assert len(run.final.colour_fractions) == len(run.final.tower_learning) == 4
+    assert run.final.p is None  # picking the extreme pair of four makes a two-group p invalid
+    assert run.final.split == pytest.approx(1.0)  # towers 0-1 grey, 2-3 coloured: the extremes separate
+    assert run.singular_vector_separation is None
