@@ -47,7 +47,7 @@ from src.reports.split_study_report import (
     split_figure,
 )
 from src.reports.split_study_rule import read_p99
-from src.reports.split_study_runs import read_study_run, study_runs
+from src.reports.split_study_runs import conv_snapshots, read_study_run, study_runs
 from src.runs.paths import REPO_ROOT
 from src.utils.atomic import write_atomic
 
@@ -103,11 +103,9 @@ MAIN_RUNS = 6
 
 def epoch_measures(archive: Path, towers: int = 2) -> list[dict[str, float]]:
     """Per archived epoch (0 = the initial weights): the split and the learning measure of conv1."""
-    weights = np.load(archive / "weights.npz")
-    epochs = sorted(int(key.rsplit("_", 1)[1]) for key in weights.files if key.startswith("conv1_epoch_"))
     rows = []
-    for epoch in epochs:
-        conv1 = torch.from_numpy(weights[f"conv1_epoch_{epoch:03d}"])
+    for epoch, weights in sorted(conv_snapshots(archive)["conv1"].items()):
+        conv1 = torch.from_numpy(weights)
         rows.append(
             {
                 "epoch": epoch,
