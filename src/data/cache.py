@@ -636,27 +636,28 @@ def _decode_pending(
                     start, stop = running.pop(future)
                     record(start, stop, future.result())
                     advance(stop - start)
+        if pool is not None:
+            pool.shutdown()  # inside the try: Ctrl-C while the idle workers exit still ends them
     except BaseException:
         if pool is not None:
             _stop_pool(pool)
         raise
-    if pool is not None:
-        pool.shutdown()
     return todo
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """End the workers now (Ctrl-C, a full disk, an error): the chunks they are decoding are not recorded
-    and are decoded again by the next run; waiting for them took seconds per worker."""
+    and are decoded again by the next run; waiting for them took seconds per worker.
+
+    The shutdown waits for the pool's manager thread, which reaps the ended workers: joining them here as
+    well raced with it (the loser of two ``waitpid`` calls sees the worker as still running)."""
     processes = list(
         (getattr(pool, "_processes", None) or {}).values()
     )  # CPython's: before shutdown clears it
     for process in processes:
         if process.is_alive():
             process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.join(timeout=5)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_worker() -> None:
